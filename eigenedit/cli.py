@@ -1,0 +1,242 @@
+"""``eigenedit`` command line: layers, directions, edit, sweep, invert, train."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from eigenedit import editing
+from eigenedit.attention import DEFAULT_LAYER, list_attention_layers
+from eigenedit.directions import Directions, compute_directions
+from eigenedit.factorize import DECOMPOSITIONS
+from eigenedit.io import check_writable, image_grid, load_image, save_png
+from eigenedit.models import DEFAULT_MODEL, DiffusionModel, load_model
+
+DEFAULT_ALPHAS = "-1,-0.5,0,0.5,1"
+
+
+def parse_alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"alpha must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"alpha must be finite, got {text!r}")
+    return value
+
+
+def parse_alphas(text: str) -> list[float]:
+    values = [parse_alpha(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one alpha, e.g. -1,0,1")
+    return values
+
+
+def parse_term(text: str) -> tuple[int, float]:
+    """``INDEX:ALPHA`` -> (index, alpha)."""
+    index, sep, alpha = text.partition(":")
+    if not sep or not index.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected INDEX:ALPHA such as 0:1.5, got {text!r}")
+    return int(index), parse_alpha(alpha)
+
+
+def positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def common_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped name, local folder or hub id ({DEFAULT_MODEL})")
+    return p
+
+
+def direction_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--layer", default=DEFAULT_LAYER, help=f"self-attention layer (default {DEFAULT_LAYER})")
+    p.add_argument("--decomposition", default="qk", choices=(*DECOMPOSITIONS, "random"))
+    p.add_argument("--head", type=int, default=None, help="one head (default: all heads merged)")
+    p.add_argument("--fold-norm", action="store_true", help="fold the GroupNorm scale into the weights")
+    p.add_argument("--directions", type=Path, default=None, help="a saved directions file (overrides the above)")
+    return p
+
+
+def sampling_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated image (ignored with --image)")
+    p.add_argument("--image", type=Path, default=None, help="edit a real image (DDIM-inverted first)")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--t-edit", type=int, default=editing.DEFAULT_T_EDIT, help="edit at timesteps t >= t_edit")
+    p.add_argument("--location", default=editing.DEFAULT_LOCATION, help="module whose output is shifted")
+    p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--scale", type=positive_int, default=4, help="upscaling of the PNG")
+    return p
+
+
+def get_directions(args, model: DiffusionModel) -> Directions:
+    if args.directions is not None:
+        return Directions.load(args.directions)
+    return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, model.model_id)
+
+
+def starting_noise(args, model: DiffusionModel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x_T from --seed, or from the DDIM inversion of --image (also returned, for PSNR)."""
+    if args.image is None:
+        return editing.noise_from_seeds(model, [args.seed]), None
+    image = load_image(args.image, model.sample_shape)
+    return editing.invert(model, image, args.steps, progress=True), image
+
+
+def cmd_layers(args) -> None:
+    model = load_model(args.model)
+    print(f"{'layer':32s} {'channels':>8s} {'heads':>5s} {'head_dim':>8s} {'resolution':>10s}")
+    for layer in list_attention_layers(model.unet):
+        res = "x".join(map(str, layer.resolution)) if layer.resolution else "?"
+        print(f"{layer.name:32s} {layer.channels:8d} {layer.heads:5d} {layer.head_dim:8d} {res:>10s}")
+
+
+def cmd_directions(args) -> None:
+    if args.output is not None:
+        check_writable(args.output)
+    model = load_model(args.model)
+    start = time.perf_counter()
+    dirs = get_directions(args, model)
+    elapsed = time.perf_counter() - start
+    k = len(dirs) if args.k is None else args.k
+    dirs = dirs.top(k)
+    meta = dirs.metadata
+    print(f"{meta.get('decomposition')} directions of {meta.get('layer')} ({dirs.dim}-dim), {elapsed * 1e3:.1f} ms")
+    for i, (value, label) in enumerate(zip(dirs.values.tolist(), dirs.labels, strict=True)):
+        print(f"{i:4d} {value:12.5f} {label}")
+    if args.output is not None:
+        dirs.save(args.output)
+        print(f"saved {len(dirs)} directions to {args.output}")
+
+
+def cmd_edit(args) -> None:
+    check_writable(args.output)
+    model = load_model(args.model)
+    dirs = get_directions(args, model)
+    terms = args.edit or [(0, 1.0)]
+    chosen = dirs.select([i for i, _ in terms])
+    alphas = torch.tensor([[a for _, a in terms]])
+    x_t, image = starting_noise(args, model)
+    edited = editing.edit_images(
+        model, x_t, chosen, alphas, args.steps, args.t_edit, args.location, args.asymmetric, progress=True
+    )
+    tiles = edited
+    if args.compare:
+        plain = editing.sample(model, x_t, args.steps)
+        tiles = torch.cat([plain, edited]) if image is None else torch.cat([image, plain, edited])
+        if image is not None:
+            print(f"reconstruction PSNR {editing.psnr(plain, image).item():.2f} dB")
+    save_png(image_grid(tiles, 1, len(tiles), scale=args.scale), args.output)
+    print(f"wrote {args.output}")
+
+
+def cmd_sweep(args) -> None:
+    check_writable(args.output)
+    model = load_model(args.model)
+    dirs = get_directions(args, model).top(args.k)
+    x_t, _ = starting_noise(args, model)
+    alphas = editing.sweep_alphas(len(dirs), args.alphas)
+    start = time.perf_counter()
+    images = editing.edit_images(
+        model,
+        x_t.expand(len(alphas), -1, -1, -1),
+        dirs,
+        alphas,
+        args.steps,
+        args.t_edit,
+        args.location,
+        args.asymmetric,
+        args.batch_size,
+        progress=True,
+    )
+    elapsed = time.perf_counter() - start
+    values, labels = dirs.values.tolist(), dirs.labels
+    row_labels = [f"{i} ({v:.3g}) {lab}".strip() for i, (v, lab) in enumerate(zip(values, labels, strict=True))]
+    col_labels = [f"a={a:g}" for a in args.alphas]
+    grid = image_grid(images, len(dirs), len(args.alphas), row_labels, col_labels, scale=args.scale)
+    save_png(grid, args.output)
+    meta = dirs.metadata
+    print(f"{meta.get('decomposition')} directions of {meta.get('layer')}: {len(images)} images in {elapsed:.1f} s")
+    print(f"wrote {args.output}")
+
+
+def cmd_invert(args) -> None:
+    if args.image is None:
+        raise ValueError("invert needs --image PATH")
+    check_writable(args.output)
+    model = load_model(args.model)
+    image = load_image(args.image, model.sample_shape)
+    x_t = editing.invert(model, image, args.steps, progress=True)
+    recon = editing.sample(model, x_t, args.steps)
+    print(f"reconstruction PSNR {editing.psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
+    save_png(image_grid(torch.cat([image, recon]), 1, 2, col_labels=["input", "recon"], scale=args.scale), args.output)
+    print(f"wrote {args.output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eigenedit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common, dirs, sampling = common_parser(), direction_parser(), sampling_parser()
+
+    p = sub.add_parser("layers", parents=[common], help="list self-attention layers")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("directions", parents=[common, dirs], help="compute directions, print values, save")
+    p.add_argument("-k", type=positive_int, default=None, help="keep the top k (default: all)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="save as .safetensors")
+    p.set_defaults(func=cmd_directions)
+
+    p = sub.add_parser("edit", parents=[common, dirs, sampling], help="edit one image -> PNG")
+    p.add_argument("--edit", type=parse_term, action="append", metavar="INDEX:ALPHA", help="repeat to compose")
+    p.add_argument("--compare", action="store_true", help="put the unedited image (and input) beside the edit")
+    p.add_argument("-o", "--output", type=Path, default=Path("edit.png"))
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("sweep", parents=[common, dirs, sampling], help="grid: top-k directions x alphas -> PNG")
+    p.add_argument("-k", type=positive_int, default=5, help="number of directions (rows)")
+    p.add_argument(
+        "--alphas",
+        type=parse_alphas,
+        default=parse_alphas(DEFAULT_ALPHAS),
+        help="comma-separated, e.g. --alphas=-2,0,2",
+    )
+    p.add_argument("-o", "--output", type=Path, default=Path("sweep.png"))
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("invert", parents=[common, sampling], help="DDIM-invert an image and report PSNR")
+    p.add_argument("-o", "--output", type=Path, default=Path("inversion.png"))
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("train", help="train the shapes model (see python -m eigenedit.training --help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: __import__("eigenedit.training").training.main(a.rest))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as err:
+        print(f"eigenedit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("eigenedit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Load a diffusion model (UNet + DDIM scheduler) from a shipped short name, a local folder or a hub id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+SHIPPED_MODELS = {"shapes32": PRETRAINED_DIR / "shapes32"}
+DEFAULT_MODEL = "shapes32"
+
+
+@dataclass
+class DiffusionModel:
+    """An unconditional diffusers UNet with the DDIM scheduler built from its training scheduler's config."""
+
+    unet: UNet2DModel
+    scheduler: DDIMScheduler
+    model_id: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else size
+        return (self.unet.config.in_channels, h, w)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write the diffusers layout (unet/, scheduler/) that ``load_model`` reads."""
+        self.unet.save_pretrained(Path(path) / "unet")
+        self.scheduler.save_pretrained(Path(path) / "scheduler")
+
+
+def resolve_model_path(id_or_path: str) -> str:
+    """A shipped short name -> its folder; anything else is returned unchanged (local folder or hub id)."""
+    if id_or_path in SHIPPED_MODELS:
+        return str(SHIPPED_MODELS[id_or_path])
+    return id_or_path
+
+
+def load_model(id_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> DiffusionModel:
+    """Load ``unet/`` and ``scheduler/`` of a DDPM-style pipeline (e.g. google/ddpm-ema-celebahq-256).
+
+    A folder holding just a UNet (config.json + weights) gets a default DDPM scheduler.
+    """
+    source = resolve_model_path(id_or_path)
+    local = Path(source)
+    if not local.exists() and source.count("/") != 1:
+        raise ValueError(
+            f"unknown model {id_or_path!r}: not a shipped model ({', '.join(SHIPPED_MODELS)}), "
+            "an existing local folder, or a hub id of the form owner/name"
+        )
+    try:
+        if local.is_dir() and (local / "config.json").is_file() and not (local / "unet").is_dir():
+            unet = UNet2DModel.from_pretrained(source)
+            scheduler = DDIMScheduler(num_train_timesteps=1000)
+        else:
+            unet = UNet2DModel.from_pretrained(source, subfolder="unet")
+            scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+    except (OSError, ValueError) as err:
+        shipped = ", ".join(SHIPPED_MODELS)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"cannot load model {id_or_path!r}: {first} (shipped models: {shipped}; "
+            "otherwise give a local diffusers folder, or a hub id on a machine with internet)"
+        ) from None
+    unet.eval().requires_grad_(False).to(device)
+    return DiffusionModel(unet=unet, scheduler=scheduler, model_id=id_or_path)

@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny random-init UNet (fast) and the shipped shapes model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+from eigenedit.models import DiffusionModel, load_model
+
+
+def tiny_unet(seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=16,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        attention_head_dim=8,
+        norm_num_groups=4,
+    ).eval()
+
+
+@pytest.fixture
+def tiny_model() -> DiffusionModel:
+    return DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny")
+
+
+@pytest.fixture(scope="session")
+def shapes_model() -> DiffusionModel:
+    return load_model("shapes32")

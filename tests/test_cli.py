@@ -1,0 +1,114 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eigenedit.cli import main
+from eigenedit.models import DiffusionModel
+
+from .conftest import tiny_unet
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from diffusers import DDIMScheduler
+
+    path = tmp_path_factory.mktemp("model")
+    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
+    return str(path)
+
+
+def run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_layers_and_directions(model_dir, tmp_path, capsys):
+    assert run("layers", "--model", model_dir) == 0
+    assert "mid_block.attentions.0" in capsys.readouterr().out
+    out = tmp_path / "d.safetensors"
+    assert run("directions", "--model", model_dir, "--decomposition", "ov-left", "-k", "4", "-o", out) == 0
+    assert out.is_file()
+    assert "ov-left directions" in capsys.readouterr().out
+
+
+def test_sweep_writes_a_grid(model_dir, tmp_path):
+    out = tmp_path / "grid.png"
+    code = run("sweep", "--model", model_dir, "-k", "2", "--alphas=-1,0,1", "--steps", "3", "--scale", "2", "-o", out)
+    assert code == 0
+    img = Image.open(out)
+    assert img.width >= 3 * 16 * 2 and img.height >= 2 * 16 * 2
+
+
+def test_edit_seed_and_real_image(model_dir, tmp_path):
+    dfile = tmp_path / "d.safetensors"
+    assert run("directions", "--model", model_dir, "-o", dfile) == 0
+    out = tmp_path / "e.png"
+    args = ["edit", "--model", model_dir, "--directions", dfile, "--edit", "0:1", "--edit", "2:-0.5"]
+    assert run(*args, "--steps", "3", "--compare", "--scale", "1", "-o", out) == 0
+    assert Image.open(out).size == (32, 16)
+    real = tmp_path / "real.png"
+    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(real)
+    assert run(*args, "--image", real, "--steps", "3", "--scale", "1", "-o", out) == 0
+    assert run("invert", "--model", model_dir, "--image", real, "--steps", "3", "-o", tmp_path / "inv.png") == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sweep", "--model", "no-such-model"], "unknown model"),
+        (["sweep", "--layer", "mid_block.nope"], "unknown self-attention layer"),
+        (["sweep", "-k", "999"], "out of range"),
+        (["edit", "--edit", "999:1"], "out of range"),
+        (["sweep", "--location", "nowhere"], "unknown edit location"),
+        (["invert"], "needs --image"),
+    ],
+)
+def test_errors_are_one_clear_message(model_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "out.png"
+    if args[1:3] != ["--model", "no-such-model"]:
+        args = [args[0], "--model", model_dir, *args[1:]]
+    assert run(*args, "--steps", "2", "-o", out) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # no partial output
+
+
+@pytest.mark.parametrize("alpha", ["nan", "inf", "x"])
+def test_non_finite_alpha(model_dir, alpha):
+    with pytest.raises(SystemExit) as exc:
+        run("edit", "--model", model_dir, "--edit", f"0:{alpha}")
+    assert exc.value.code == 2
+
+
+def test_bad_images(model_dir, tmp_path, capsys):
+    wrong_size = tmp_path / "big.png"
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(wrong_size)
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(gray)
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    for path, message in [(wrong_size, "is 16x20"), (gray, "mode L"), (text, "cannot read image")]:
+        assert run("edit", "--model", model_dir, "--image", path, "-o", tmp_path / "o.png") == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unwritable_output_and_corrupt_directions(model_dir, tmp_path, capsys):
+    assert run("sweep", "--model", model_dir, "-o", tmp_path / "missing" / "x.png") == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nope")
+    assert run("sweep", "--model", model_dir, "--directions", bad, "-o", tmp_path / "x.png") == 2
+    assert "not a valid directions file" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_console_script_exit_code(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "eigenedit.cli", "sweep", "--model", "no-such-model", "-o", str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "unknown model" in proc.stderr
