@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor
 from tqdm.auto import tqdm
 
 from eigenedit.directions import Directions
@@ -72,9 +73,10 @@ def pullback_directions(
     location: str = DEFAULT_LOCATION,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top ``rank`` right singular vectors (rank, *x.shape) and singular values of d h / d x_t for one image.
+    """Top ``rank`` right singular vectors (rank, *x.shape) and singular values of J = d h / d x_t for one image.
 
-    Subspace iteration: V <- orth(J^T J V), each step one JVP and one VJP per vector (torch.func).
+    Subspace iteration V <- orth(J^T J V). J^T w is a VJP; J v is the VJP of the linear map u -> J^T u
+    (double backward), so one forward pass serves every product.
     """
     module = get_module(model.unet, location)
     store: dict[str, torch.Tensor] = {}
@@ -82,29 +84,36 @@ def pullback_directions(
     def hook(mod, args, output):
         store["h"] = output[0] if isinstance(output, tuple) else output
 
+    attentions = [m for m in model.unet.modules() if isinstance(m, Attention)]
+    processors = [m.processor for m in attentions]
+    for m in attentions:
+        m.set_processor(AttnProcessor())  # plain ops: fused SDPA has no double backward on CPU
     handle = module.register_forward_hook(hook)
-    timestep = torch.tensor([t])
-
-    def h_of(x: torch.Tensor) -> torch.Tensor:
-        model.unet(x[None], timestep)
-        return store["h"][0]
-
-    x = x_t.detach().to(model.dtype)
-    g = torch.Generator().manual_seed(seed)
-    basis = torch.linalg.qr(torch.randn(x.numel(), rank, generator=g, dtype=model.dtype))[0].T
     try:
-        for _ in range(iterations):
-            images = []
-            for v in basis:
-                _, jv = torch.func.jvp(h_of, (x,), (v.view_as(x),))
-                _, vjp_fn = torch.func.vjp(h_of, x)
-                images.append(vjp_fn(jv)[0].flatten())
-            basis = torch.linalg.qr(torch.stack(images, 1))[0].T
-        sigmas = torch.stack([torch.func.jvp(h_of, (x,), (v.view_as(x),))[1].norm() for v in basis])
+        with torch.enable_grad():
+            x = x_t.detach().to(model.dtype)[None].requires_grad_(True)
+            model.unet(x, torch.tensor([t]))
+            h = store["h"]
+            u = torch.zeros_like(h, requires_grad=True)
+            (jt_u,) = torch.autograd.grad(h, x, u, create_graph=True)
+
+            def jvp(v: torch.Tensor) -> torch.Tensor:
+                return torch.autograd.grad(jt_u, u, v.view_as(x), retain_graph=True)[0]
+
+            def vjp(w: torch.Tensor) -> torch.Tensor:
+                return torch.autograd.grad(h, x, w, retain_graph=True)[0].flatten()
+
+            g = torch.Generator().manual_seed(seed)
+            basis = torch.linalg.qr(torch.randn(x.numel(), rank, generator=g, dtype=model.dtype))[0].T
+            for _ in range(iterations):
+                basis = torch.linalg.qr(torch.stack([vjp(jvp(v)) for v in basis], 1))[0].T
+            sigmas = torch.stack([jvp(v).norm() for v in basis])
     finally:
         handle.remove()
+        for m, p in zip(attentions, processors, strict=True):
+            m.set_processor(p)
     order = torch.argsort(sigmas, descending=True)
-    return basis[order].view(rank, *x.shape).detach(), sigmas[order].detach()
+    return basis[order].view(rank, *x_t.shape).detach(), sigmas[order].detach()
 
 
 @torch.no_grad()

@@ -184,6 +184,33 @@ def cmd_invert(args) -> None:
     print(f"wrote {args.output}")
 
 
+def cmd_evaluate(args) -> None:
+    from eigenedit.evaluation import EvalConfig, run_evaluation
+    from eigenedit.report import best_attention_method, markdown, write_report
+
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise ValueError(f"output folder {args.output_dir} is a file")
+    model = load_model(args.model)
+    cfg = EvalConfig(
+        seeds=args.seeds,
+        k=args.k,
+        alpha=args.alpha,
+        num_steps=args.steps,
+        t_edit=args.t_edit,
+        location=args.location,
+        pca_samples=args.pca_samples,
+        pullback_rank=args.pullback_rank,
+        pullback_iterations=args.pullback_iterations,
+        layers=tuple(args.layers) if args.layers else None,
+        per_head=not args.no_heads,
+    )
+    result = run_evaluation(model, cfg)
+    paths = write_report(result, args.output_dir, args.stem)
+    print(markdown(result))
+    print(f"best weight decomposition: {best_attention_method(result['methods'])}")
+    print("wrote " + ", ".join(map(str, paths)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eigenedit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("invert", parents=[common, sampling], help="DDIM-invert an image and report PSNR")
     p.add_argument("-o", "--output", type=Path, default=Path("inversion.png"))
     p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("evaluate", parents=[common], help="score every method against random (shapes models)")
+    p.add_argument("--seeds", type=positive_int, default=16)
+    p.add_argument("-k", type=positive_int, default=6, help="top directions per method")
+    p.add_argument("--alpha", type=parse_alpha, default=1.0)
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--t-edit", type=int, default=editing.DEFAULT_T_EDIT)
+    p.add_argument("--location", default=editing.DEFAULT_LOCATION)
+    p.add_argument("--pca-samples", type=positive_int, default=500)
+    p.add_argument("--pullback-rank", type=positive_int, default=4)
+    p.add_argument("--pullback-iterations", type=positive_int, default=3)
+    p.add_argument("--layers", nargs="*", default=None, help="attention layers (default: all)")
+    p.add_argument("--no-heads", action="store_true", help="skip the per-head and fold-norm variants")
+    p.add_argument("--output-dir", type=Path, default=Path("results"))
+    p.add_argument("--stem", default="evaluation", help="file name stem of the outputs")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train the shapes model (see python -m eigenedit.training --help)")
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -17,8 +17,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from eigenedit import shapes
-from eigenedit.directions import Directions
-from eigenedit.editing import DEFAULT_LOCATION, DEFAULT_T_EDIT, edit_images, noise_from_seeds, sample
+from eigenedit.attention import DEFAULT_LAYER, list_attention_layers, read_attention_weights
+from eigenedit.baselines import collect_hidden, pca_directions, pullback_directions, sample_with_x_shift
+from eigenedit.directions import Directions, compute_directions
+from eigenedit.editing import DEFAULT_LOCATION, DEFAULT_T_EDIT, edit_images, get_module, noise_from_seeds, sample
+from eigenedit.factorize import DECOMPOSITIONS, random_directions
 from eigenedit.models import DiffusionModel
 
 FACTOR_STD = {
@@ -173,3 +176,156 @@ def summarize(scores: list[DirectionScore]) -> dict:
 
 def as_records(scores: list[DirectionScore]) -> list[dict]:
     return [asdict(s) for s in scores]
+
+
+@dataclass
+class EvalConfig:
+    """What ``run_evaluation`` measures; the defaults are the benchmark's."""
+
+    seeds: int = 16
+    k: int = 6
+    alpha: float = 1.0
+    num_steps: int = 20
+    t_edit: int = DEFAULT_T_EDIT
+    location: str = DEFAULT_LOCATION
+    pca_samples: int = 500
+    pca_steps: int = 10
+    pullback_rank: int = 4
+    pullback_iterations: int = 3
+    layers: tuple[str, ...] | None = None  # None: every self-attention layer
+    per_head: bool = True  # also each head of the default layer
+    timing_repeats: int = 5
+
+
+def _median(values: list[float]) -> float:
+    return float(torch.tensor(values).median())
+
+
+def _time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return _median(times)
+
+
+def method_specs(model: DiffusionModel, cfg: EvalConfig) -> list[dict]:
+    """Every weight decomposition to evaluate: each layer merged, plus heads and fold-norm of the default layer."""
+    layers = cfg.layers or [layer.name for layer in list_attention_layers(model.unet)]
+    specs = [
+        {"layer": layer, "decomposition": d, "head": None, "fold_norm": False}
+        for layer in layers
+        for d in DECOMPOSITIONS
+    ]
+    if cfg.per_head:
+        heads = read_attention_weights(model.unet, DEFAULT_LAYER).heads
+        if heads > 1:
+            specs += [
+                {"layer": DEFAULT_LAYER, "decomposition": d, "head": h, "fold_norm": False}
+                for d in DECOMPOSITIONS
+                for h in range(heads)
+            ]
+        specs += [{"layer": DEFAULT_LAYER, "decomposition": d, "head": None, "fold_norm": True} for d in DECOMPOSITIONS]
+    return specs
+
+
+def spec_name(spec: dict) -> str:
+    name = f"{spec['decomposition']} {spec['layer']}"
+    if spec["head"] is not None:
+        name += f" head{spec['head']}"
+    if spec["fold_norm"]:
+        name += " fold-norm"
+    return name
+
+
+def run_evaluation(model: DiffusionModel, cfg: EvalConfig, progress: bool = True) -> dict:
+    """Evaluate every method on the same seeds and alpha; returns a JSON-ready dict of summaries and timings."""
+    seeds = list(range(cfg.seeds))
+    results: dict[str, dict] = {}
+    channels = read_attention_weights(model.unet, DEFAULT_LAYER).channels
+
+    def record(name: str, family: str, scores: list[DirectionScore], discovery_s: float, extra: dict | None = None):
+        results[name] = {
+            "family": family,
+            "summary": summarize(scores),
+            "discovery_s": discovery_s,
+            "directions": as_records(scores),
+            **(extra or {}),
+        }
+        s = results[name]["summary"]
+        if progress:
+            print(
+                f"{name:48s} conc {s['mean_concentration']:.2f} mono {s['monotonic']}/{s['directions']} "
+                f"effect {s['mean_effect']:.2f} valid {s['mean_valid_rate']:.2f}",
+                flush=True,
+            )
+
+    def evaluate_set(dirs: Directions) -> list[DirectionScore]:
+        scores, _ = evaluate_directions(model, dirs, seeds, cfg.alpha, cfg.num_steps, cfg.t_edit, cfg.location)
+        return scores
+
+    rand = Directions(random_directions(cfg.k, channels, seed=1234).float(), torch.zeros(cfg.k), {})
+    record("random", "control", evaluate_set(rand), 0.0)
+
+    for spec in method_specs(model, cfg):
+        args = (model.unet, spec["layer"], spec["decomposition"], spec["head"], spec["fold_norm"])
+        dirs = compute_directions(*args)
+        if len(dirs) < cfg.k:
+            continue
+        discovery = _time(lambda args=args: compute_directions(*args), cfg.timing_repeats)
+        record(spec_name(spec), "attention", evaluate_set(dirs.top(cfg.k)), discovery, {"spec": spec})
+
+    start = time.perf_counter()
+    hidden = collect_hidden(model, list(range(10_000, 10_000 + cfg.pca_samples)), cfg.pca_steps, cfg.t_edit)
+    pca = pca_directions(hidden, cfg.k)
+    record("pca-h", "baseline", evaluate_set(pca), time.perf_counter() - start, {"samples": cfg.pca_samples})
+
+    record(*_evaluate_pullback(model, cfg, seeds))
+    results["timing"] = _edit_timing(model, cfg)
+    return {"config": asdict(cfg), "model": model.model_id, "methods": results}
+
+
+def _evaluate_pullback(model: DiffusionModel, cfg: EvalConfig, seeds: list[int]):
+    """Park et al.: per image, top right singular vectors v of d h/d x_T; x_T moves by gamma * v with
+    gamma = alpha * ||h|| / sigma, i.e. the same first-step change of h as an h-space edit of size alpha."""
+    x = noise_from_seeds(model, seeds)
+    model.scheduler.set_timesteps(cfg.num_steps)
+    t_first = int(model.scheduler.timesteps[0])
+    plain = sample(model, x, cfg.num_steps)
+    rank = cfg.pullback_rank
+    shifts = torch.zeros(rank, len(seeds), *x.shape[1:])
+    start = time.perf_counter()
+    for i in range(len(seeds)):
+        basis, sigmas = pullback_directions(model, x[i], t_first, rank, cfg.pullback_iterations, cfg.location, seed=i)
+        h_norm = _hidden_norm(model, x[i : i + 1], t_first, cfg.location)
+        shifts[:, i] = basis * (cfg.alpha * h_norm / sigmas.clamp_min(1e-8)).view(rank, 1, 1, 1)
+    discovery = (time.perf_counter() - start) / len(seeds)
+    shifts = shifts.flatten(0, 1)
+    xs = x.repeat(rank, 1, 1, 1)
+    plus = sample_with_x_shift(model, xs, shifts, cfg.num_steps, 0)
+    minus = sample_with_x_shift(model, xs, -shifts, cfg.num_steps, 0)
+    extra = {"per_image": True, "rank": rank, "iterations": cfg.pullback_iterations}
+    return "pullback", "baseline", score_all(plain, plus, minus), discovery, extra
+
+
+@torch.no_grad()
+def _hidden_norm(model: DiffusionModel, x: torch.Tensor, t: int, location: str) -> float:
+    store = {}
+    handle = get_module(model.unet, location).register_forward_hook(lambda m, a, o: store.update(h=o))
+    try:
+        model.unet(x, torch.tensor([t]))
+    finally:
+        handle.remove()
+    h = store["h"][0] if isinstance(store["h"], tuple) else store["h"]
+    return float(h.norm())
+
+
+def _edit_timing(model: DiffusionModel, cfg: EvalConfig) -> dict:
+    """Median seconds of plain sampling vs an edit vs discovery, for one batch of ``cfg.seeds`` images."""
+    x = noise_from_seeds(model, list(range(cfg.seeds)))
+    dirs = compute_directions(model.unet).top(1)
+    alphas = torch.full((len(x), 1), cfg.alpha)
+    plain = _time(lambda: sample(model, x, cfg.num_steps), cfg.timing_repeats)
+    edit = _time(lambda: edit_images(model, x, dirs, alphas, cfg.num_steps, cfg.t_edit), cfg.timing_repeats)
+    return {"plain_sampling_s": plain, "edit_s": edit, "edit_over_plain": edit / plain, "batch": len(x)}

@@ -107,7 +107,9 @@ def test_edit_at_the_attention_layer(tiny_model):
     x = editing.noise_from_seeds(tiny_model, [0])
     d = dirs_for(tiny_model, 1)
     plain = editing.sample(tiny_model, x, 4)
-    edited = editing.edit_images(tiny_model, x, d, torch.tensor([[1.0]]), 4, t_edit=0, location="mid_block.attentions.0")
+    edited = editing.edit_images(
+        tiny_model, x, d, torch.tensor([[1.0]]), 4, t_edit=0, location="mid_block.attentions.0"
+    )
     assert (edited - plain).abs().max() > 1e-4
 
 

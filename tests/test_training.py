@@ -18,8 +18,14 @@ TINY = dict(
 
 def config(tmp_path, name, steps):
     return TrainConfig(
-        output_dir=str(tmp_path / name), max_steps=steps, batch_size=4, warmup_steps=2, checkpoint_every=2,
-        log_every=1, num_threads=1, unet=TINY,
+        output_dir=str(tmp_path / name),
+        max_steps=steps,
+        batch_size=4,
+        warmup_steps=2,
+        checkpoint_every=2,
+        log_every=1,
+        num_threads=1,
+        unet=TINY,
     )
 
 

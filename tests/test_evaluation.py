@@ -1,0 +1,109 @@
+import torch
+
+from eigenedit import shapes
+from eigenedit.baselines import pullback_directions
+from eigenedit.editing import noise_from_seeds
+from eigenedit.evaluation import EvalConfig, run_evaluation, score_direction, summarize
+
+
+def images_with(factors: dict, **changes) -> torch.Tensor:
+    f = {k: v.clone() for k, v in factors.items()}
+    for name, delta in changes.items():
+        f[name] = (f[name] + delta) % 1.0 if name.endswith("hue") else f[name] + delta
+    return shapes.render(f)
+
+
+def base_factors(n: int = 64) -> dict:
+    return shapes.sample_factors(n, torch.Generator().manual_seed(7))
+
+
+def test_hue_only_direction_is_fully_concentrated():
+    f = base_factors()
+    score = score_direction(0, shapes.render(f), images_with(f, shape_hue=0.08), images_with(f, shape_hue=-0.08))
+    assert score.dominant == "shape_hue" and score.label == "+shape_hue"
+    assert score.concentration > 0.95 and score.monotonic
+    assert abs(score.plus["shape_hue"] - 0.08 / (1 / 12**0.5)) < 0.03
+    assert score.valid_rate == 1.0
+
+
+def test_negative_label_and_mixed_direction():
+    f = base_factors()
+    score = score_direction(0, shapes.render(f), images_with(f, size=-0.02), images_with(f, size=0.02))
+    assert score.label == "-size" and score.monotonic
+    mixed = score_direction(
+        0, shapes.render(f), images_with(f, size=0.02, x=0.065), images_with(f, size=-0.02, x=-0.065)
+    )
+    assert 0.4 < mixed.concentration < 0.65 and mixed.leakage > 0.1
+
+
+def test_no_op_and_destructive_directions():
+    f = base_factors()
+    plain = shapes.render(f)
+    still = score_direction(0, plain, plain, plain)
+    assert still.label == "none" and still.effect == 0 and not still.monotonic
+    noise = torch.randn(plain.shape, generator=torch.Generator().manual_seed(0))
+    broken = score_direction(1, plain, plain + noise, plain - noise)
+    assert broken.valid_rate < 0.05
+    summary = summarize([still, broken])
+    assert summary["monotonic"] == 0 and summary["factors_found"] == []
+
+
+def test_pullback_matches_the_explicit_jacobian(tiny_model):
+    x = noise_from_seeds(tiny_model, [0])[0]
+    store = {}
+    handle = tiny_model.unet.mid_block.register_forward_hook(lambda m, a, o: store.update(h=o))
+
+    def h_of(inp):
+        tiny_model.unet(inp[None], torch.tensor([500]))
+        return store["h"].flatten()
+
+    jac = torch.autograd.functional.jacobian(h_of, x).flatten(1)
+    handle.remove()
+    expected = torch.linalg.svdvals(jac)[:2]
+    basis, sigmas = pullback_directions(tiny_model, x, 500, rank=2, iterations=30)
+    assert torch.allclose(sigmas, expected, rtol=2e-2)
+    assert torch.allclose(basis.flatten(1).norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_tiny_evaluation_runs_every_method(tiny_model):
+    cfg = EvalConfig(
+        seeds=2,
+        k=2,
+        num_steps=3,
+        pca_samples=4,
+        pca_steps=2,
+        pullback_rank=2,
+        pullback_iterations=1,
+        layers=("mid_block.attentions.0",),
+        timing_repeats=1,
+    )
+    result = run_evaluation(tiny_model, cfg, progress=False)
+    methods = result["methods"]
+    assert {"random", "pca-h", "pullback", "qk mid_block.attentions.0", "ov-left mid_block.attentions.0 head1"} <= set(
+        methods
+    )
+    assert methods["timing"]["edit_over_plain"] > 0
+    assert all(len(m["directions"]) == 2 for name, m in methods.items() if name != "timing")
+
+
+def test_report_from_a_tiny_evaluation(tiny_model, tmp_path):
+    from eigenedit.report import markdown, ranked_methods, write_report
+
+    cfg = EvalConfig(
+        seeds=2,
+        k=2,
+        num_steps=2,
+        pca_samples=4,
+        pca_steps=2,
+        pullback_rank=2,
+        pullback_iterations=1,
+        layers=("mid_block.attentions.0",),
+        per_head=False,
+        timing_repeats=1,
+    )
+    result = run_evaluation(tiny_model, cfg, progress=False)
+    paths = write_report(result, tmp_path)
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+    table = markdown(result)
+    assert "| random |" in table and "control" in table and "time saved vs pullback" in table
+    assert len(ranked_methods(result["methods"])) == len(result["methods"]) - 1
