@@ -67,6 +67,13 @@ def direction_parser() -> argparse.ArgumentParser:
     return p
 
 
+def label_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--label", action="store_true", help="label directions by the factor they move (shapes models)")
+    p.add_argument("--label-alpha", type=parse_alpha, default=1.0, help="edit strength used for labelling")
+    return p
+
+
 def sampling_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--seed", type=int, default=0, help="seed of the generated image (ignored with --image)")
@@ -84,6 +91,19 @@ def get_directions(args, model: DiffusionModel) -> Directions:
     if args.directions is not None:
         return Directions.load(args.directions)
     return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, model.model_id)
+
+
+def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
+    """With --label: name each direction by the factor it moves most (e.g. "+size"), measured on 8 seeds."""
+    if not args.label:
+        return dirs
+    from eigenedit.evaluation import evaluate_directions, label_directions
+
+    steps = min(getattr(args, "steps", 20), 20)
+    t_edit = getattr(args, "t_edit", editing.DEFAULT_T_EDIT)
+    location = getattr(args, "location", editing.DEFAULT_LOCATION)
+    scores, _ = evaluate_directions(model, dirs, list(range(8)), args.label_alpha, steps, t_edit, location)
+    return label_directions(dirs, scores)
 
 
 def starting_noise(args, model: DiffusionModel) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -110,7 +130,7 @@ def cmd_directions(args) -> None:
     dirs = get_directions(args, model)
     elapsed = time.perf_counter() - start
     k = len(dirs) if args.k is None else args.k
-    dirs = dirs.top(k)
+    dirs = maybe_label(args, model, dirs.top(k))
     meta = dirs.metadata
     print(f"{meta.get('decomposition')} directions of {meta.get('layer')} ({dirs.dim}-dim), {elapsed * 1e3:.1f} ms")
     for i, (value, label) in enumerate(zip(dirs.values.tolist(), dirs.labels, strict=True)):
@@ -144,7 +164,7 @@ def cmd_edit(args) -> None:
 def cmd_sweep(args) -> None:
     check_writable(args.output)
     model = load_model(args.model)
-    dirs = get_directions(args, model).top(args.k)
+    dirs = maybe_label(args, model, get_directions(args, model).top(args.k))
     x_t, _ = starting_noise(args, model)
     alphas = editing.sweep_alphas(len(dirs), args.alphas)
     start = time.perf_counter()
@@ -214,12 +234,12 @@ def cmd_evaluate(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eigenedit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    common, dirs, sampling = common_parser(), direction_parser(), sampling_parser()
+    common, dirs, sampling, label = common_parser(), direction_parser(), sampling_parser(), label_parser()
 
     p = sub.add_parser("layers", parents=[common], help="list self-attention layers")
     p.set_defaults(func=cmd_layers)
 
-    p = sub.add_parser("directions", parents=[common, dirs], help="compute directions, print values, save")
+    p = sub.add_parser("directions", parents=[common, dirs, label], help="compute directions, print values, save")
     p.add_argument("-k", type=positive_int, default=None, help="keep the top k (default: all)")
     p.add_argument("-o", "--output", type=Path, default=None, help="save as .safetensors")
     p.set_defaults(func=cmd_directions)
@@ -230,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("edit.png"))
     p.set_defaults(func=cmd_edit)
 
-    p = sub.add_parser("sweep", parents=[common, dirs, sampling], help="grid: top-k directions x alphas -> PNG")
+    p = sub.add_parser("sweep", parents=[common, dirs, sampling, label], help="grid: top-k directions x alphas -> PNG")
     p.add_argument("-k", type=positive_int, default=5, help="number of directions (rows)")
     p.add_argument(
         "--alphas",

@@ -112,3 +112,12 @@ def test_console_script_exit_code(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "unknown model" in proc.stderr
+
+
+def test_label_option_stores_labels(model_dir, tmp_path, capsys):
+    from eigenedit.directions import Directions
+
+    out = tmp_path / "d.safetensors"
+    assert run("directions", "--model", model_dir, "-k", "2", "--label", "-o", out) == 0
+    labels = Directions.load(out).labels
+    assert len(labels) == 2 and all(labels)  # "none" when nothing moves, else e.g. "+size"
