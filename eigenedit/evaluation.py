@@ -193,7 +193,8 @@ class EvalConfig:
     pullback_rank: int = 4
     pullback_iterations: int = 3
     layers: tuple[str, ...] | None = None  # None: every self-attention layer
-    per_head: bool = True  # also each head of the default layer
+    per_head: bool = True  # also each head and the fold-norm variant of the default layer
+    baselines: tuple[str, ...] = ("pca-h", "pullback")
     timing_repeats: int = 5
 
 
@@ -276,12 +277,14 @@ def run_evaluation(model: DiffusionModel, cfg: EvalConfig, progress: bool = True
         discovery = _time(lambda args=args: compute_directions(*args), cfg.timing_repeats)
         record(spec_name(spec), "attention", evaluate_set(dirs.top(cfg.k)), discovery, {"spec": spec})
 
-    start = time.perf_counter()
-    hidden = collect_hidden(model, list(range(10_000, 10_000 + cfg.pca_samples)), cfg.pca_steps, cfg.t_edit)
-    pca = pca_directions(hidden, cfg.k)
-    record("pca-h", "baseline", evaluate_set(pca), time.perf_counter() - start, {"samples": cfg.pca_samples})
-
-    record(*_evaluate_pullback(model, cfg, seeds))
+    if "pca-h" in cfg.baselines:
+        start = time.perf_counter()
+        seeds_pca = list(range(10_000, 10_000 + cfg.pca_samples))
+        hidden = collect_hidden(model, seeds_pca, cfg.pca_steps, cfg.t_edit, cfg.location)
+        pca = pca_directions(hidden, cfg.k)
+        record("pca-h", "baseline", evaluate_set(pca), time.perf_counter() - start, {"samples": cfg.pca_samples})
+    if "pullback" in cfg.baselines:
+        record(*_evaluate_pullback(model, cfg, seeds))
     results["timing"] = _edit_timing(model, cfg)
     return {"config": asdict(cfg), "model": model.model_id, "methods": results}
 

@@ -22,14 +22,14 @@ def speed_rows(methods: dict) -> dict:
     per_image_edit = timing["edit_s"] / timing["batch"]
     best = methods[best_attention_method(methods)]
     ours_new = best["discovery_s"] + per_image_edit
-    pullback_new = methods["pullback"]["discovery_s"] + per_image_edit
-    return {
-        "edit_over_plain_sampling": timing["edit_over_plain"],
-        "ours_discovery_s": best["discovery_s"],
-        "pca_discovery_over_ours": methods["pca-h"]["discovery_s"] / best["discovery_s"],
-        "pullback_discovery_per_image_over_ours": methods["pullback"]["discovery_s"] / best["discovery_s"],
-        "new_direction_edit_time_saved_vs_pullback": 1 - ours_new / pullback_new,
-    }
+    rows = {"edit_over_plain_sampling": timing["edit_over_plain"], "ours_discovery_s": best["discovery_s"]}
+    if "pca-h" in methods:
+        rows["pca_discovery_over_ours"] = methods["pca-h"]["discovery_s"] / best["discovery_s"]
+    if "pullback" in methods:
+        pullback_new = methods["pullback"]["discovery_s"] + per_image_edit
+        rows["pullback_discovery_per_image_over_ours"] = methods["pullback"]["discovery_s"] / best["discovery_s"]
+        rows["new_direction_edit_time_saved_vs_pullback"] = 1 - ours_new / pullback_new
+    return rows
 
 
 def markdown(result: dict) -> str:
@@ -54,8 +54,6 @@ def markdown(result: dict) -> str:
             f"| {beats_text} |"
         )
     speed = speed_rows(methods)
-    pullback_ratio = speed["pullback_discovery_per_image_over_ours"]
-    saved = 100 * speed["new_direction_edit_time_saved_vs_pullback"]
     lines += [
         "",
         f"Best weight decomposition: **{best_attention_method(methods)}**.",
@@ -63,10 +61,16 @@ def markdown(result: dict) -> str:
         "| speed (same run, medians) | ratio |",
         "|---|---|",
         f"| edit / plain DDIM sampling | {speed['edit_over_plain_sampling']:.3f} |",
-        f"| discovery: h-space PCA / ours | {speed['pca_discovery_over_ours']:.0f}x |",
-        f"| discovery: pullback per image / ours (whole model) | {pullback_ratio:.0f}x |",
-        f"| new-direction edit: time saved vs pullback | {saved:.0f}% |",
     ]
+    if "pca_discovery_over_ours" in speed:
+        lines.append(f"| discovery: h-space PCA / ours | {speed['pca_discovery_over_ours']:.0f}x |")
+    if "pullback_discovery_per_image_over_ours" in speed:
+        ratio, saved = (
+            speed["pullback_discovery_per_image_over_ours"],
+            speed["new_direction_edit_time_saved_vs_pullback"],
+        )
+        lines.append(f"| discovery: pullback per image / ours (whole model) | {ratio:.0f}x |")
+        lines.append(f"| new-direction edit: time saved vs pullback | {100 * saved:.0f}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,18 +8,20 @@ from diffusers import DDIMScheduler, UNet2DModel
 
 from eigenedit.models import DiffusionModel, load_model
 
+TINY_CONFIG = dict(
+    sample_size=16,
+    block_out_channels=(8, 16),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    layers_per_block=1,
+    attention_head_dim=8,
+    norm_num_groups=4,
+)
+
 
 def tiny_unet(seed: int = 0) -> UNet2DModel:
     torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=16,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        attention_head_dim=8,
-        norm_num_groups=4,
-    ).eval()
+    return UNet2DModel(**TINY_CONFIG).eval()
 
 
 @pytest.fixture

@@ -65,8 +65,8 @@ def test_pullback_matches_the_explicit_jacobian(tiny_model):
     assert torch.allclose(basis.flatten(1).norm(dim=1), torch.ones(2), atol=1e-5)
 
 
-def test_tiny_evaluation_runs_every_method(tiny_model):
-    cfg = EvalConfig(
+def tiny_eval_config(**overrides) -> EvalConfig:
+    defaults = dict(
         seeds=2,
         k=2,
         num_steps=3,
@@ -77,7 +77,11 @@ def test_tiny_evaluation_runs_every_method(tiny_model):
         layers=("mid_block.attentions.0",),
         timing_repeats=1,
     )
-    result = run_evaluation(tiny_model, cfg, progress=False)
+    return EvalConfig(**{**defaults, **overrides})
+
+
+def test_tiny_evaluation_runs_every_method(tiny_model):
+    result = run_evaluation(tiny_model, tiny_eval_config(), progress=False)
     methods = result["methods"]
     assert {"random", "pca-h", "pullback", "qk mid_block.attentions.0", "ov-left mid_block.attentions.0 head1"} <= set(
         methods
@@ -89,19 +93,7 @@ def test_tiny_evaluation_runs_every_method(tiny_model):
 def test_report_from_a_tiny_evaluation(tiny_model, tmp_path):
     from eigenedit.report import markdown, ranked_methods, write_report
 
-    cfg = EvalConfig(
-        seeds=2,
-        k=2,
-        num_steps=2,
-        pca_samples=4,
-        pca_steps=2,
-        pullback_rank=2,
-        pullback_iterations=1,
-        layers=("mid_block.attentions.0",),
-        per_head=False,
-        timing_repeats=1,
-    )
-    result = run_evaluation(tiny_model, cfg, progress=False)
+    result = run_evaluation(tiny_model, tiny_eval_config(num_steps=2, per_head=False), progress=False)
     paths = write_report(result, tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
     table = markdown(result)

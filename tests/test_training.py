@@ -5,15 +5,9 @@ from diffusers import UNet2DModel
 
 from eigenedit.training import TrainConfig, export_pipeline, train
 
-TINY = dict(
-    sample_size=32,
-    block_out_channels=(8, 16),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    layers_per_block=1,
-    attention_head_dim=8,
-    norm_num_groups=4,
-)
+from .conftest import TINY_CONFIG
+
+TINY = {**TINY_CONFIG, "sample_size": 32}  # the shapes dataset is 32x32
 
 
 def config(tmp_path, name, steps):
