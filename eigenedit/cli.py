@@ -89,7 +89,8 @@ def sampling_parser() -> argparse.ArgumentParser:
 
 def get_directions(args, model: DiffusionModel) -> Directions:
     if args.directions is not None:
-        return Directions.load(args.directions)
+        location = getattr(args, "location", editing.DEFAULT_LOCATION)
+        return Directions.load(args.directions, expect_dim=editing.location_dims(model, location))
     return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, model.model_id)
 
 

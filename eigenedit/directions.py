@@ -76,7 +76,7 @@ class Directions:
                 os.remove(tmp)
 
     @classmethod
-    def load(cls, path: str | Path, expect_dim: int | None = None) -> Directions:
+    def load(cls, path: str | Path, expect_dim: int | tuple[int, ...] | None = None) -> Directions:
         """Read a file written by ``save``; raise ValueError with a clear reason if it is corrupt or mismatched."""
         path = Path(path)
         if not path.is_file():
@@ -96,10 +96,11 @@ class Directions:
             out = cls(tensors["vectors"], tensors["values"], metadata)
         except (KeyError, json.JSONDecodeError, ValueError) as err:
             raise ValueError(f"{path} has corrupt directions metadata: {err}") from None
-        if expect_dim is not None and out.dim != expect_dim:
+        allowed = (expect_dim,) if isinstance(expect_dim, int) else expect_dim
+        if allowed is not None and out.dim not in allowed:
             raise ValueError(
                 f"{path} holds {out.dim}-dimensional directions (layer {metadata.get('layer')!r} of model "
-                f"{metadata.get('model')!r}), but the edit location has {expect_dim} channels"
+                f"{metadata.get('model')!r}), but the edit location has {allowed[0]} channels"
             )
         return out
 

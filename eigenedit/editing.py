@@ -75,6 +75,20 @@ def get_module(unet: torch.nn.Module, location: str) -> torch.nn.Module:
     return modules[location]
 
 
+@torch.no_grad()
+def location_dims(model: DiffusionModel, location: str) -> tuple[int, int]:
+    """(channels, values per sample) of the output of ``location``, from one dry forward pass."""
+    module = get_module(model.unet, location)
+    store = {}
+    handle = module.register_forward_hook(lambda m, a, o: store.update(h=o[0] if isinstance(o, tuple) else o))
+    try:
+        model.unet(torch.zeros(1, *model.sample_shape, device=model.device, dtype=model.dtype), torch.tensor([0]))
+    finally:
+        handle.remove()
+    h = store["h"]
+    return (h.shape[1] if h.ndim == 4 else h.shape[-1]), h[0].numel()
+
+
 class HiddenShift:
     """A forward hook that shifts a module's output while ``active``; use as a context manager."""
 

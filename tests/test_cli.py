@@ -121,3 +121,14 @@ def test_label_option_stores_labels(model_dir, tmp_path, capsys):
     assert run("directions", "--model", model_dir, "-k", "2", "--label", "-o", out) == 0
     labels = Directions.load(out).labels
     assert len(labels) == 2 and all(labels)  # "none" when nothing moves, else e.g. "+size"
+
+
+def test_directions_file_of_another_model_is_refused(model_dir, tmp_path, capsys):
+    import torch
+
+    from eigenedit.directions import Directions
+
+    other = tmp_path / "other.safetensors"
+    Directions(torch.eye(3, 7), torch.ones(3), {"model": "other", "layer": "x"}).save(other)
+    assert run("edit", "--model", model_dir, "--directions", other, "-o", tmp_path / "o.png") == 2
+    assert "7-dimensional directions" in capsys.readouterr().err
