@@ -3,13 +3,16 @@
     python benchmarks/ablation.py [--models shapes32 PATH...] [--alphas 0.5 1 2] [--t-edits 0 500 800]
 
 For every model x location x alpha x t_edit, evaluates the four decompositions of the mid-block attention
-(merged heads), h-space PCA and the random control on the same seeds. Writes results/ablation.{json,md}.
+(merged heads), h-space PCA and the random control on the same seeds. Writes results/ablation.{json,md} and
+copies the table into README.md.
 """
 
 import argparse
 import itertools
 import json
 from pathlib import Path
+
+from readme_section import replace_section
 
 from eigenedit.evaluation import EvalConfig, run_evaluation
 from eigenedit.models import load_model
@@ -84,6 +87,7 @@ def main() -> None:
         }
         lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells.get(m, "-") for m in methods) + " |")
     (args.output_dir / "ablation.md").write_text("\n".join(lines) + "\n")
+    replace_section("ablation", "\n".join(lines))
     print("\n".join(lines))
 
 
