@@ -46,7 +46,7 @@ def collect_hidden(
             sched.set_timesteps(num_steps)
             for t in sched.timesteps:
                 collect[0] = int(t) >= t_edit
-                eps = model.unet(x, t).sample[:, : x.shape[1]]
+                eps = model.predict_eps(x, t)
                 x = sched.step(eps, t, x, eta=0.0).prev_sample
     finally:
         handle.remove()
@@ -129,6 +129,6 @@ def sample_with_x_shift(
         if not applied and int(t) >= t_edit:
             x = x + shifts
             applied = True
-        eps = model.unet(x, t).sample[:, : x.shape[1]]
+        eps = model.predict_eps(x, t)
         x = sched.step(eps, t, x, eta=0.0).prev_sample
     return x.clamp(-1, 1)

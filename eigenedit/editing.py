@@ -127,11 +127,6 @@ def _step_ratio(model: DiffusionModel) -> int:
     return model.scheduler.config.num_train_timesteps // model.scheduler.num_inference_steps
 
 
-def _predict(model: DiffusionModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    eps = model.unet(x, t).sample
-    return eps[:, : x.shape[1]]  # models that also predict variances
-
-
 @torch.no_grad()
 def sample(
     model: DiffusionModel,
@@ -155,11 +150,11 @@ def sample(
             on = edit is not None and int(t) >= edit.t_edit
             if on:
                 shift.active = True
-            eps = _predict(model, x, t)
+            eps = model.predict_eps(x, t)
             if on:
                 shift.active = False
             if on and edit.asymmetric:
-                eps_plain = _predict(model, x, t)
+                eps_plain = model.predict_eps(x, t)
                 x = asymmetric_step(model, eps, eps_plain, int(t), x)
             else:
                 x = sched.step(eps, t, x, eta=0.0).prev_sample
@@ -185,7 +180,7 @@ def invert(model: DiffusionModel, images: torch.Tensor, num_steps: int = 50, pro
     for t in tqdm(list(reversed(sched.timesteps)), desc="invert", disable=not progress, leave=False):
         t = int(t)
         a_cur, a_next = _alpha_bar(model, t - ratio), _alpha_bar(model, t)
-        eps = _predict(model, x, torch.tensor(t))
+        eps = model.predict_eps(x, t)
         x0 = (x - (1 - a_cur).sqrt() * eps) / a_cur.sqrt()
         x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
     return x

@@ -20,6 +20,21 @@ class DiffusionModel:
     unet: UNet2DModel
     scheduler: DDIMScheduler
     model_id: str
+    prediction_type: str = "epsilon"  # what the UNet outputs; ``predict_eps`` converts it
+
+    def predict_eps(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The UNet's noise prediction, converted from v or x0 prediction where needed."""
+        t = torch.as_tensor(t, device=x.device)
+        out = self.unet(x, t).sample[:, : x.shape[1]]  # models that also predict variances
+        if self.prediction_type == "epsilon":
+            return out
+        abar = self.scheduler.alphas_cumprod.to(x.device)[t.long()].to(x.dtype)
+        abar = abar.reshape(-1, *([1] * (x.ndim - 1)))
+        if self.prediction_type == "v_prediction":
+            return abar.sqrt() * out + (1 - abar).sqrt() * x
+        if self.prediction_type == "sample":
+            return (x - abar.sqrt() * out) / (1 - abar).sqrt()
+        raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
 
     @property
     def device(self) -> torch.device:
@@ -38,7 +53,9 @@ class DiffusionModel:
     def save_pretrained(self, path: str | Path) -> None:
         """Write the diffusers layout (unet/, scheduler/) that ``load_model`` reads."""
         self.unet.save_pretrained(Path(path) / "unet")
-        self.scheduler.save_pretrained(Path(path) / "scheduler")
+        DDIMScheduler.from_config(self.scheduler.config, prediction_type=self.prediction_type).save_pretrained(
+            Path(path) / "scheduler"
+        )
 
 
 def resolve_model_path(id_or_path: str) -> str:
@@ -64,9 +81,11 @@ def load_model(id_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> Diffusio
         if local.is_dir() and (local / "config.json").is_file() and not (local / "unet").is_dir():
             unet = UNet2DModel.from_pretrained(source)
             scheduler = DDIMScheduler(num_train_timesteps=1000)
+            prediction_type = "epsilon"
         else:
             unet = UNet2DModel.from_pretrained(source, subfolder="unet")
             scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+            prediction_type = scheduler.config.prediction_type
     except (OSError, ValueError) as err:
         shipped = ", ".join(SHIPPED_MODELS)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -75,4 +94,6 @@ def load_model(id_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> Diffusio
             "otherwise give a local diffusers folder, or a hub id on a machine with internet)"
         ) from None
     unet.eval().requires_grad_(False).to(device)
-    return DiffusionModel(unet=unet, scheduler=scheduler, model_id=id_or_path)
+    # every sampler here works on epsilon: the UNet's own output type is converted by DiffusionModel.predict_eps
+    scheduler = DDIMScheduler.from_config(scheduler.config, prediction_type="epsilon")
+    return DiffusionModel(unet=unet, scheduler=scheduler, model_id=id_or_path, prediction_type=prediction_type)

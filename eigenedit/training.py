@@ -53,7 +53,12 @@ class TrainConfig:
     log_every: int = 50
     num_threads: int = 2
     beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"  # v makes the UNet predict x0 at high noise, which needs its deep path
     unet: dict = field(default_factory=default_unet_config)
+
+
+def make_scheduler(cfg: TrainConfig) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -63,11 +68,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma weights for epsilon prediction: min(SNR, gamma) / SNR (Hang et al. 2023)."""
+def min_snr_weights(
+    scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon targets,
+    min(SNR, gamma) / (SNR + 1) for v targets."""
     abar = scheduler.alphas_cumprod[timesteps]
     snr = abar / (1 - abar)
-    return torch.clamp(snr, max=gamma) / snr
+    return torch.clamp(snr, max=gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
 
 
 def make_optimizer(unet: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -112,9 +120,9 @@ def save_checkpoint(path: Path, unet, ema, opt, step: int, cfg: TrainConfig, log
 def export_pipeline(checkpoint: Path, out_dir: Path) -> None:
     """Export the EMA UNet + DDPM scheduler as a diffusers DDPMPipeline folder (model_index.json, unet/, scheduler/)."""
     state = json.loads((checkpoint / "state.json").read_text())
-    cfg = TrainConfig(**{**state["config"]})
+    cfg = TrainConfig(**{"prediction_type": "epsilon", **state["config"]})  # older checkpoints: epsilon
     unet = UNet2DModel.from_pretrained(checkpoint / "unet_ema")
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=cfg.beta_schedule)
+    scheduler = make_scheduler(cfg)
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out_dir)
 
 
@@ -122,9 +130,12 @@ def train(cfg: TrainConfig) -> Path:
     """Train (or resume) until cfg.max_steps; returns the checkpoint folder."""
     torch.set_num_threads(cfg.num_threads)
     ckpt = Path(cfg.output_dir) / "checkpoint"
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=cfg.beta_schedule)
+    scheduler = make_scheduler(cfg)
     if (ckpt / "state.json").exists():
         state = json.loads((ckpt / "state.json").read_text())
+        saved_type = state["config"].get("prediction_type", "epsilon")
+        if saved_type != cfg.prediction_type:
+            raise ValueError(f"{ckpt} was trained with --prediction-type {saved_type}; pass the same to resume")
         unet = UNet2DModel.from_pretrained(ckpt / "unet")
         ema = UNet2DModel.from_pretrained(ckpt / "unet_ema")
         step, log = state["step"], state["log"]
@@ -148,8 +159,9 @@ def train(cfg: TrainConfig) -> Path:
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g)
         xt = scheduler.add_noise(x0, noise, t)
-        per_sample = (unet(xt, t).sample - noise).pow(2).mean((1, 2, 3))
-        loss = (per_sample * min_snr_weights(scheduler, t, cfg.snr_gamma)).mean()
+        target = scheduler.get_velocity(x0, noise, t) if cfg.prediction_type == "v_prediction" else noise
+        per_sample = (unet(xt, t).sample - target).pow(2).mean((1, 2, 3))
+        loss = (per_sample * min_snr_weights(scheduler, t, cfg.snr_gamma, cfg.prediction_type)).mean()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)

@@ -117,3 +117,27 @@ def test_noise_is_deterministic_per_seed(tiny_model):
     a = editing.noise_from_seeds(tiny_model, [1, 2])
     b = editing.noise_from_seeds(tiny_model, [2])
     assert torch.equal(a[1], b[0])
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_other_prediction_types_sample_like_diffusers(tmp_path, prediction_type):
+    """Our epsilon-based DDIM on a v/x0-predicting UNet equals diffusers' own DDIM for that prediction type."""
+    from diffusers import DDIMScheduler
+
+    from eigenedit.models import DiffusionModel, load_model
+
+    from .conftest import tiny_unet
+
+    unet = tiny_unet()
+    sched = DDIMScheduler(num_train_timesteps=1000, prediction_type=prediction_type, clip_sample=False)
+    DiffusionModel(unet, sched, "tiny", prediction_type).save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    assert model.prediction_type == prediction_type
+    x = editing.noise_from_seeds(model, [0, 1])
+    ours = editing.sample(model, x, 6)
+    sched.set_timesteps(6)
+    ref = x.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            ref = sched.step(unet(ref, t).sample, t, ref, eta=0.0).prev_sample
+    assert torch.allclose(ours, ref.clamp(-1, 1), atol=1e-4)
