@@ -286,7 +286,11 @@ def run_evaluation(model: DiffusionModel, cfg: EvalConfig, progress: bool = True
     if "pullback" in cfg.baselines:
         record(*_evaluate_pullback(model, cfg, seeds))
     results["timing"] = _edit_timing(model, cfg)
-    return {"config": asdict(cfg), "model": model.model_id, "methods": results}
+    sensitivity = {
+        where: zeroing_sensitivity(model, seeds, cfg.num_steps, where)
+        for where in dict.fromkeys([cfg.location, DEFAULT_LAYER])
+    }
+    return {"config": asdict(cfg), "model": model.model_id, "methods": results, "zeroing_sensitivity": sensitivity}
 
 
 def _evaluate_pullback(model: DiffusionModel, cfg: EvalConfig, seeds: list[int]):
@@ -310,6 +314,22 @@ def _evaluate_pullback(model: DiffusionModel, cfg: EvalConfig, seeds: list[int])
     minus = sample_with_x_shift(model, xs, -shifts, cfg.num_steps, 0)
     extra = {"per_image": True, "rank": rank, "iterations": cfg.pullback_iterations}
     return "pullback", "baseline", score_all(plain, plus, minus), discovery, extra
+
+
+@torch.no_grad()
+def zeroing_sensitivity(model: DiffusionModel, seeds: list[int], num_steps: int, location: str) -> float:
+    """Mean absolute pixel change (images in [0, 1]) when the output of ``location`` is replaced by zeros at
+    every step: how much the rest of the UNet depends on it at all. Near 0 means no edit there can matter."""
+    x = noise_from_seeds(model, seeds)
+    plain = sample(model, x, num_steps)
+    handle = get_module(model.unet, location).register_forward_hook(
+        lambda m, a, o: (torch.zeros_like(o[0]), *o[1:]) if isinstance(o, tuple) else torch.zeros_like(o)
+    )
+    try:
+        zeroed = sample(model, x, num_steps)
+    finally:
+        handle.remove()
+    return float((zeroed - plain).abs().mean() / 2)
 
 
 @torch.no_grad()

@@ -54,6 +54,10 @@ def markdown(result: dict) -> str:
             f"| {beats_text} |"
         )
     speed = speed_rows(methods)
+    zeroing = result.get("zeroing_sensitivity", {})
+    if zeroing:
+        parts = ", ".join(f"`{where}` {value:.4f}" for where, value in zeroing.items())
+        lines += ["", f"Mean pixel change (0..1) when a module's output is replaced by zeros at every step: {parts}."]
     lines += [
         "",
         f"Best weight decomposition: **{best_attention_method(methods)}**.",

@@ -99,3 +99,12 @@ def test_report_from_a_tiny_evaluation(tiny_model, tmp_path):
     table = markdown(result)
     assert "| random |" in table and "control" in table and "time saved vs pullback" in table
     assert len(ranked_methods(result["methods"])) == len(result["methods"]) - 1
+
+
+def test_zeroing_sensitivity_is_zero_for_an_unused_module(tiny_model):
+    from eigenedit.evaluation import zeroing_sensitivity
+
+    assert zeroing_sensitivity(tiny_model, [0], 3, "mid_block") > 0
+    tiny_model.unet.register_module("unused", torch.nn.Identity())
+    # a module the forward pass never calls: zeroing its output changes nothing
+    assert zeroing_sensitivity(tiny_model, [0], 3, "unused") == 0
