@@ -206,7 +206,7 @@ def cmd_invert(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from eigenedit.evaluation import EvalConfig, run_evaluation
+    from eigenedit.evaluation import EvalConfig, evaluate_locations
     from eigenedit.report import best_attention_method, markdown, write_report
 
     if args.output_dir.exists() and not args.output_dir.is_dir():
@@ -218,17 +218,18 @@ def cmd_evaluate(args) -> None:
         alpha=args.alpha,
         num_steps=args.steps,
         t_edit=args.t_edit,
-        location=args.location,
         pca_samples=args.pca_samples,
         pullback_rank=args.pullback_rank,
         pullback_iterations=args.pullback_iterations,
         layers=tuple(args.layers) if args.layers else None,
         per_head=not args.no_heads,
     )
-    result = run_evaluation(model, cfg)
-    paths = write_report(result, args.output_dir, args.stem)
-    print(markdown(result))
-    print(f"best weight decomposition: {best_attention_method(result['methods'])}")
+    locations = args.locations or [editing.DEFAULT_LOCATION, *(la.name for la in list_attention_layers(model.unet))]
+    runs = evaluate_locations(model, cfg, locations)
+    paths = write_report(runs, args.output_dir, args.stem)
+    print(markdown(runs))
+    best = best_attention_method(runs)
+    print(f"best weight decomposition: {best['name']} at {best['location']}")
     print("wrote " + ", ".join(map(str, paths)))
 
 
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=parse_alpha, default=1.0)
     p.add_argument("--steps", type=positive_int, default=20)
     p.add_argument("--t-edit", type=int, default=editing.DEFAULT_T_EDIT)
-    p.add_argument("--location", default=editing.DEFAULT_LOCATION)
+    p.add_argument("--locations", nargs="*", default=None, help="edit locations (default: mid_block + every layer)")
     p.add_argument("--pca-samples", type=positive_int, default=500)
     p.add_argument("--pullback-rank", type=positive_int, default=4)
     p.add_argument("--pullback-iterations", type=positive_int, default=3)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -291,6 +291,25 @@ def run_evaluation(model: DiffusionModel, cfg: EvalConfig, progress: bool = True
         for where in dict.fromkeys([cfg.location, DEFAULT_LAYER])
     }
     return {"config": asdict(cfg), "model": model.model_id, "methods": results, "zeroing_sensitivity": sensitivity}
+
+
+def evaluate_locations(
+    model: DiffusionModel, cfg: EvalConfig, locations: list[str], progress: bool = True
+) -> list[dict]:
+    """One run per edit location. At an attention layer's own output only that layer's directions are scored
+    (with random and h-space PCA there); elsewhere every layer's. Pullback runs at the first location only."""
+    attention_layers = {layer.name for layer in list_attention_layers(model.unet)}
+    runs = []
+    for i, location in enumerate(locations):
+        if location in attention_layers:
+            run_cfg = replace(cfg, location=location, layers=(location,), per_head=False, baselines=("pca-h",))
+        else:
+            baselines = cfg.baselines if i == 0 else tuple(b for b in cfg.baselines if b != "pullback")
+            run_cfg = replace(cfg, location=location, baselines=baselines)
+        if progress:
+            print(f"== edits at {location}", flush=True)
+        runs.append(run_evaluation(model, run_cfg, progress))
+    return runs
 
 
 def _evaluate_pullback(model: DiffusionModel, cfg: EvalConfig, seeds: list[int]):

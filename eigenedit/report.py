@@ -1,4 +1,4 @@
-"""Turn an evaluation result (``evaluation.run_evaluation``) into JSON, a Markdown table and a plot."""
+"""Turn evaluation runs (``evaluation.run_evaluation``, one per edit location) into JSON, Markdown and a plot."""
 
 from __future__ import annotations
 
@@ -6,61 +6,69 @@ import json
 from pathlib import Path
 
 
-def ranked_methods(methods: dict) -> list[tuple[str, dict]]:
-    """Methods best first: monotonic single-factor directions, then mean concentration; timing excluded."""
-    rows = [(name, m) for name, m in methods.items() if name != "timing"]
-    return sorted(rows, key=lambda r: (-r[1]["summary"]["monotonic"], -r[1]["summary"]["mean_concentration"]))
+def method_rows(runs: list[dict]) -> list[dict]:
+    """One row per (location, method), best first: monotonic one-factor directions, then mean concentration."""
+    rows = []
+    for run in runs:
+        location = run["config"]["location"]
+        random = run["methods"]["random"]["summary"]
+        for name, m in run["methods"].items():
+            if name == "timing":
+                continue
+            s = m["summary"]
+            beats = s["monotonic"] > random["monotonic"] and s["mean_concentration"] > random["mean_concentration"]
+            rows.append({"name": name, "location": location, "family": m["family"], "summary": s, "beats": beats})
+    return sorted(rows, key=lambda r: (-r["summary"]["monotonic"], -r["summary"]["mean_concentration"]))
 
 
-def best_attention_method(methods: dict) -> str:
-    return next(name for name, m in ranked_methods(methods) if m["family"] == "attention")
+def best_attention_method(runs: list[dict]) -> dict:
+    return next(r for r in method_rows(runs) if r["family"] == "attention")
 
 
-def speed_rows(methods: dict) -> dict:
-    """Ratios of discovery and edit times, all measured in the same run."""
+def speed_rows(runs: list[dict]) -> dict:
+    """Ratios of discovery and edit times, measured in the same run (the one that includes the baselines)."""
+    run = next((r for r in runs if "pullback" in r["methods"]), runs[0])
+    methods = run["methods"]
     timing = methods["timing"]
     per_image_edit = timing["edit_s"] / timing["batch"]
-    best = methods[best_attention_method(methods)]
-    ours_new = best["discovery_s"] + per_image_edit
-    rows = {"edit_over_plain_sampling": timing["edit_over_plain"], "ours_discovery_s": best["discovery_s"]}
+    attention = [m for m in methods.values() if isinstance(m, dict) and m.get("family") == "attention"]
+    ours = sorted(m["discovery_s"] for m in attention)[len(attention) // 2]  # median over decompositions
+    rows = {"edit_over_plain_sampling": timing["edit_over_plain"], "ours_discovery_s": ours}
     if "pca-h" in methods:
-        rows["pca_discovery_over_ours"] = methods["pca-h"]["discovery_s"] / best["discovery_s"]
+        rows["pca_discovery_over_ours"] = methods["pca-h"]["discovery_s"] / ours
     if "pullback" in methods:
         pullback_new = methods["pullback"]["discovery_s"] + per_image_edit
-        rows["pullback_discovery_per_image_over_ours"] = methods["pullback"]["discovery_s"] / best["discovery_s"]
-        rows["new_direction_edit_time_saved_vs_pullback"] = 1 - ours_new / pullback_new
+        rows["pullback_discovery_per_image_over_ours"] = methods["pullback"]["discovery_s"] / ours
+        rows["new_direction_edit_time_saved_vs_pullback"] = 1 - (ours + per_image_edit) / pullback_new
     return rows
 
 
-def markdown(result: dict) -> str:
-    methods = result["methods"]
-    cfg = result["config"]
-    rand = methods["random"]["summary"]
+def markdown(runs: list[dict]) -> str:
+    cfg = runs[0]["config"]
     lines = [
-        f"Model `{result['model']}`; {cfg['seeds']} seeds, top {cfg['k']} directions per method, alpha = "
-        f"+/-{cfg['alpha']}, {cfg['num_steps']} DDIM steps, edit at t >= {cfg['t_edit']} on `{cfg['location']}`.",
+        f"Model `{runs[0]['model']}`; {cfg['seeds']} seeds, top {cfg['k']} directions per method, alpha = "
+        f"+/-{cfg['alpha']}, {cfg['num_steps']} DDIM steps, edits at t >= {cfg['t_edit']}.",
         "",
-        "| method | mean concentration | monotonic one-factor | mean effect (std) | leakage (std) | valid | "
-        "factors found | beats random |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | edit location | mean concentration | monotonic one-factor | mean effect (std) | leakage (std) "
+        "| valid | factors found | beats random there |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in ranked_methods(methods):
-        s = m["summary"]
-        beats = s["monotonic"] > rand["monotonic"] and s["mean_concentration"] > rand["mean_concentration"]
-        beats_text = "control" if name == "random" else ("yes" if beats else "no")
+    for r in method_rows(runs):
+        s = r["summary"]
+        beats = "control" if r["name"] == "random" else ("yes" if r["beats"] else "no")
         lines.append(
-            f"| {name} | {s['mean_concentration']:.2f} | {s['monotonic']}/{s['directions']} | {s['mean_effect']:.2f} "
-            f"| {s['mean_leakage']:.2f} | {s['mean_valid_rate']:.2f} | {', '.join(s['factors_found']) or '-'} "
-            f"| {beats_text} |"
+            f"| {r['name']} | {r['location']} | {s['mean_concentration']:.2f} | {s['monotonic']}/{s['directions']} "
+            f"| {s['mean_effect']:.2f} | {s['mean_leakage']:.2f} | {s['mean_valid_rate']:.2f} "
+            f"| {', '.join(s['factors_found']) or '-'} | {beats} |"
         )
-    speed = speed_rows(methods)
-    zeroing = result.get("zeroing_sensitivity", {})
+    best = best_attention_method(runs)
+    zeroing = {k: v for run in runs for k, v in run.get("zeroing_sensitivity", {}).items()}
+    speed = speed_rows(runs)
+    lines += ["", f"Best weight decomposition: **{best['name']}**, edited at `{best['location']}`."]
     if zeroing:
         parts = ", ".join(f"`{where}` {value:.4f}" for where, value in zeroing.items())
         lines += ["", f"Mean pixel change (0..1) when a module's output is replaced by zeros at every step: {parts}."]
     lines += [
-        "",
-        f"Best weight decomposition: **{best_attention_method(methods)}**.",
         "",
         "| speed (same run, medians) | ratio |",
         "|---|---|",
@@ -69,43 +77,38 @@ def markdown(result: dict) -> str:
     if "pca_discovery_over_ours" in speed:
         lines.append(f"| discovery: h-space PCA / ours | {speed['pca_discovery_over_ours']:.0f}x |")
     if "pullback_discovery_per_image_over_ours" in speed:
-        ratio, saved = (
-            speed["pullback_discovery_per_image_over_ours"],
-            speed["new_direction_edit_time_saved_vs_pullback"],
-        )
-        lines.append(f"| discovery: pullback per image / ours (whole model) | {ratio:.0f}x |")
+        ratio = speed["pullback_discovery_per_image_over_ours"]
+        saved = speed["new_direction_edit_time_saved_vs_pullback"]
+        lines.append(f"| discovery: pullback per image / ours (whole layer) | {ratio:.0f}x |")
         lines.append(f"| new-direction edit: time saved vs pullback | {100 * saved:.0f}% |")
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = ranked_methods(result["methods"])
-    names = [n for n, _ in rows][::-1]
-    conc = [m["summary"]["mean_concentration"] for _, m in rows][::-1]
-    mono = [m["summary"]["monotonic"] for _, m in rows][::-1]
+    rows = method_rows(runs)[::-1]
+    names = [f"{r['name']} @ {r['location']}" for r in rows]
     colours = {"control": "grey", "attention": "tab:blue", "baseline": "tab:orange"}
-    family = [colours[m["family"]] for _, m in rows][::-1]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.28 * len(rows) + 1.5), sharey=True)
-    axes[0].barh(names, mono, color=family)
+    family = [colours[r["family"]] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.25 * len(rows) + 1.5), sharey=True)
+    axes[0].barh(names, [r["summary"]["monotonic"] for r in rows], color=family)
     axes[0].set_xlabel("monotonic one-factor directions (of top k)")
-    axes[1].barh(names, conc, color=family)
-    axes[1].axvline(result["methods"]["random"]["summary"]["mean_concentration"], color="grey", ls="--")
-    axes[1].set_xlabel("mean concentration (dashed: random)")
-    axes[0].tick_params(axis="y", labelsize=7)
+    axes[1].barh(names, [r["summary"]["mean_concentration"] for r in rows], color=family)
+    axes[1].set_xlabel("mean concentration (grey: random control)")
+    axes[0].tick_params(axis="y", labelsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_report(result: dict, out_dir: Path, stem: str = "evaluation") -> list[Path]:
+def write_report(runs: list[dict], out_dir: Path, stem: str = "evaluation") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
-    paths[0].write_text(json.dumps(result, indent=1))
-    paths[1].write_text(markdown(result))
-    plot(result, paths[2])
+    paths[0].write_text(json.dumps(runs, indent=1))
+    paths[1].write_text(markdown(runs))
+    plot(runs, paths[2])
     return paths

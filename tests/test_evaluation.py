@@ -90,15 +90,21 @@ def test_tiny_evaluation_runs_every_method(tiny_model):
     assert all(len(m["directions"]) == 2 for name, m in methods.items() if name != "timing")
 
 
-def test_report_from_a_tiny_evaluation(tiny_model, tmp_path):
-    from eigenedit.report import markdown, ranked_methods, write_report
+def test_report_from_a_tiny_evaluation_at_two_locations(tiny_model, tmp_path):
+    from eigenedit.evaluation import evaluate_locations
+    from eigenedit.report import best_attention_method, markdown, method_rows, write_report
 
-    result = run_evaluation(tiny_model, tiny_eval_config(num_steps=2, per_head=False), progress=False)
-    paths = write_report(result, tmp_path)
+    cfg = tiny_eval_config(num_steps=2, per_head=False)
+    runs = evaluate_locations(tiny_model, cfg, ["mid_block", "mid_block.attentions.0"], progress=False)
+    assert [r["config"]["location"] for r in runs] == ["mid_block", "mid_block.attentions.0"]
+    assert "pullback" in runs[0]["methods"] and "pullback" not in runs[1]["methods"]
+    paths = write_report(runs, tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
-    table = markdown(result)
-    assert "| random |" in table and "control" in table and "time saved vs pullback" in table
-    assert len(ranked_methods(result["methods"])) == len(result["methods"]) - 1
+    table = markdown(runs)
+    assert "| random | mid_block |" in table and "| random | mid_block.attentions.0 |" in table
+    assert "time saved vs pullback" in table
+    assert len(method_rows(runs)) == sum(len(r["methods"]) - 1 for r in runs)
+    assert best_attention_method(runs)["family"] == "attention"
 
 
 def test_zeroing_sensitivity_is_zero_for_an_unused_module(tiny_model):
