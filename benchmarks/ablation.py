@@ -1,10 +1,10 @@
 """Which choices make weight directions work: edit strength, edit timesteps, where n is added, and training length.
 
-    python benchmarks/ablation.py [--models shapes32 PATH...] [--alphas 0.5 1 2] [--t-edits 0 500 800]
+    python benchmarks/ablation.py [--models shapes32 PATH...] [--alphas 1 2 4] [--t-edits 0 500]
 
-For every model x location x alpha x t_edit, evaluates the four decompositions of the mid-block attention
-(merged heads), h-space PCA and the random control on the same seeds. Writes results/ablation.{json,md} and
-copies the table into README.md.
+For every model x location x alpha x t_edit, evaluates the four decompositions (merged heads) of the attention
+layer at that location (of the mid-block attention when the location is not an attention layer), h-space PCA
+and the random control on the same seeds. Writes results/ablation.{json,md} and copies the table into README.md.
 """
 
 import argparse
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from readme_section import replace_section
 
+from eigenedit.attention import list_attention_layers
 from eigenedit.evaluation import EvalConfig, run_evaluation
 from eigenedit.models import load_model
 
@@ -23,8 +24,8 @@ LOCATIONS = ("mid_block", "mid_block.attentions.0")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["shapes32"])
-    p.add_argument("--alphas", nargs="+", type=float, default=[0.5, 1.0, 2.0])
-    p.add_argument("--t-edits", nargs="+", type=int, default=[0, 500, 800])
+    p.add_argument("--alphas", nargs="+", type=float, default=[1.0, 2.0, 4.0])
+    p.add_argument("--t-edits", nargs="+", type=int, default=[0, 500])
     p.add_argument("--locations", nargs="+", default=list(LOCATIONS))
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--k", type=int, default=6)
@@ -34,6 +35,7 @@ def main() -> None:
     rows = []
     for model_id in args.models:
         model = load_model(model_id)
+        attention_layers = {layer.name for layer in list_attention_layers(model.unet)}
         for location, alpha, t_edit in itertools.product(args.locations, args.alphas, args.t_edits):
             cfg = EvalConfig(
                 seeds=args.seeds,
@@ -42,7 +44,7 @@ def main() -> None:
                 t_edit=t_edit,
                 location=location,
                 pca_samples=200,
-                layers=("mid_block.attentions.0",),
+                layers=(location if location in attention_layers else "mid_block.attentions.0",),
                 per_head=False,
                 baselines=("pca-h",),
                 timing_repeats=1,
