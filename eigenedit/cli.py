@@ -17,7 +17,23 @@ from eigenedit.factorize import DECOMPOSITIONS
 from eigenedit.io import check_writable, image_grid, load_image, save_png
 from eigenedit.models import DEFAULT_MODEL, DiffusionModel, load_model
 
-DEFAULT_ALPHAS = "-1,-0.5,0,0.5,1"
+GENERIC_DEFAULTS = {
+    "layer": DEFAULT_LAYER,
+    "decomposition": "qk",
+    "location": editing.DEFAULT_LOCATION,
+    "t_edit": editing.DEFAULT_T_EDIT,
+    "alphas": [-1.0, -0.5, 0.0, 0.5, 1.0],
+}
+
+
+def open_model(args) -> DiffusionModel:
+    """Load --model and fill every option the user left unset from the model's eigenedit.json, then the generic
+    defaults (the shipped model's file holds the choices its evaluation favoured)."""
+    model = load_model(args.model)
+    for name, generic in GENERIC_DEFAULTS.items():
+        if getattr(args, name, generic) is None:
+            setattr(args, name, model.edit_defaults.get(name, generic))
+    return model
 
 
 def parse_alpha(text: str) -> float:
@@ -59,8 +75,8 @@ def common_parser() -> argparse.ArgumentParser:
 
 def direction_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--layer", default=DEFAULT_LAYER, help=f"self-attention layer (default {DEFAULT_LAYER})")
-    p.add_argument("--decomposition", default="qk", choices=(*DECOMPOSITIONS, "random"))
+    p.add_argument("--layer", default=None, help=f"self-attention layer (default: the model's, else {DEFAULT_LAYER})")
+    p.add_argument("--decomposition", default=None, choices=(*DECOMPOSITIONS, "random"), help="default: the model's")
     p.add_argument("--head", type=int, default=None, help="one head (default: all heads merged)")
     p.add_argument("--fold-norm", action="store_true", help="fold the GroupNorm scale into the weights")
     p.add_argument("--directions", type=Path, default=None, help="a saved directions file (overrides the above)")
@@ -79,8 +95,8 @@ def sampling_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated image (ignored with --image)")
     p.add_argument("--image", type=Path, default=None, help="edit a real image (DDIM-inverted first)")
     p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
-    p.add_argument("--t-edit", type=int, default=editing.DEFAULT_T_EDIT, help="edit at timesteps t >= t_edit")
-    p.add_argument("--location", default=editing.DEFAULT_LOCATION, help="module whose output is shifted")
+    p.add_argument("--t-edit", type=int, default=None, help="edit at timesteps t >= t_edit (default: the model's)")
+    p.add_argument("--location", default=None, help="module whose output is shifted (default: the model's)")
     p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--scale", type=positive_int, default=4, help="upscaling of the PNG")
@@ -89,7 +105,7 @@ def sampling_parser() -> argparse.ArgumentParser:
 
 def get_directions(args, model: DiffusionModel) -> Directions:
     if args.directions is not None:
-        location = getattr(args, "location", editing.DEFAULT_LOCATION)
+        location = getattr(args, "location", None) or editing.DEFAULT_LOCATION
         return Directions.load(args.directions, expect_dim=editing.location_dims(model, location))
     return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, model.model_id)
 
@@ -101,8 +117,8 @@ def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
     from eigenedit.evaluation import evaluate_directions, label_directions
 
     steps = min(getattr(args, "steps", 20), 20)
-    t_edit = getattr(args, "t_edit", editing.DEFAULT_T_EDIT)
-    location = getattr(args, "location", editing.DEFAULT_LOCATION)
+    t_edit = getattr(args, "t_edit", None) or editing.DEFAULT_T_EDIT
+    location = getattr(args, "location", None) or editing.DEFAULT_LOCATION
     scores, _ = evaluate_directions(model, dirs, list(range(8)), args.label_alpha, steps, t_edit, location)
     return label_directions(dirs, scores)
 
@@ -116,7 +132,7 @@ def starting_noise(args, model: DiffusionModel) -> tuple[torch.Tensor, torch.Ten
 
 
 def cmd_layers(args) -> None:
-    model = load_model(args.model)
+    model = open_model(args)
     print(f"{'layer':32s} {'channels':>8s} {'heads':>5s} {'head_dim':>8s} {'resolution':>10s}")
     for layer in list_attention_layers(model.unet):
         res = "x".join(map(str, layer.resolution)) if layer.resolution else "?"
@@ -126,7 +142,7 @@ def cmd_layers(args) -> None:
 def cmd_directions(args) -> None:
     if args.output is not None:
         check_writable(args.output)
-    model = load_model(args.model)
+    model = open_model(args)
     start = time.perf_counter()
     dirs = get_directions(args, model)
     elapsed = time.perf_counter() - start
@@ -143,7 +159,7 @@ def cmd_directions(args) -> None:
 
 def cmd_edit(args) -> None:
     check_writable(args.output)
-    model = load_model(args.model)
+    model = open_model(args)
     dirs = get_directions(args, model)
     terms = args.edit or [(0, 1.0)]
     chosen = dirs.select([i for i, _ in terms])
@@ -164,7 +180,7 @@ def cmd_edit(args) -> None:
 
 def cmd_sweep(args) -> None:
     check_writable(args.output)
-    model = load_model(args.model)
+    model = open_model(args)
     dirs = maybe_label(args, model, get_directions(args, model).top(args.k))
     x_t, _ = starting_noise(args, model)
     alphas = editing.sweep_alphas(len(dirs), args.alphas)
@@ -196,7 +212,7 @@ def cmd_invert(args) -> None:
     if args.image is None:
         raise ValueError("invert needs --image PATH")
     check_writable(args.output)
-    model = load_model(args.model)
+    model = open_model(args)
     image = load_image(args.image, model.sample_shape)
     x_t = editing.invert(model, image, args.steps, progress=True)
     recon = editing.sample(model, x_t, args.steps)
@@ -211,7 +227,7 @@ def cmd_evaluate(args) -> None:
 
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise ValueError(f"output folder {args.output_dir} is a file")
-    model = load_model(args.model)
+    model = open_model(args)
     cfg = EvalConfig(
         seeds=args.seeds,
         k=args.k,
@@ -257,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--alphas",
         type=parse_alphas,
-        default=parse_alphas(DEFAULT_ALPHAS),
+        default=None,
         help="comma-separated, e.g. --alphas=-2,0,2",
     )
     p.add_argument("-o", "--output", type=Path, default=Path("sweep.png"))
@@ -272,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=positive_int, default=6, help="top directions per method")
     p.add_argument("--alpha", type=parse_alpha, default=1.0)
     p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--t-edit", type=int, default=editing.DEFAULT_T_EDIT)
+    p.add_argument("--t-edit", type=int, default=None, help="default: the model's")
     p.add_argument("--locations", nargs="*", default=None, help="edit locations (default: mid_block + every layer)")
     p.add_argument("--pca-samples", type=positive_int, default=500)
     p.add_argument("--pullback-rank", type=positive_int, default=4)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from diffusers import DDIMScheduler, UNet2DModel
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 SHIPPED_MODELS = {"shapes32": PRETRAINED_DIR / "shapes32"}
 DEFAULT_MODEL = "shapes32"
+EDIT_DEFAULTS_FILE = "eigenedit.json"  # optional per-model defaults: layer, decomposition, location, t_edit, alphas
 
 
 @dataclass
@@ -21,6 +23,7 @@ class DiffusionModel:
     scheduler: DDIMScheduler
     model_id: str
     prediction_type: str = "epsilon"  # what the UNet outputs; ``predict_eps`` converts it
+    edit_defaults: dict = field(default_factory=dict)  # from the model folder's eigenedit.json, if any
 
     def predict_eps(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The UNet's noise prediction, converted from v or x0 prediction where needed."""
@@ -96,4 +99,6 @@ def load_model(id_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> Diffusio
     unet.eval().requires_grad_(False).to(device)
     # every sampler here works on epsilon: the UNet's own output type is converted by DiffusionModel.predict_eps
     scheduler = DDIMScheduler.from_config(scheduler.config, prediction_type="epsilon")
-    return DiffusionModel(unet=unet, scheduler=scheduler, model_id=id_or_path, prediction_type=prediction_type)
+    defaults_file = local / EDIT_DEFAULTS_FILE
+    edit_defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else {}
+    return DiffusionModel(unet, scheduler, id_or_path, prediction_type, edit_defaults)

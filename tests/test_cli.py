@@ -132,3 +132,22 @@ def test_directions_file_of_another_model_is_refused(model_dir, tmp_path, capsys
     Directions(torch.eye(3, 7), torch.ones(3), {"model": "other", "layer": "x"}).save(other)
     assert run("edit", "--model", model_dir, "--directions", other, "-o", tmp_path / "o.png") == 2
     assert "7-dimensional directions" in capsys.readouterr().err
+
+
+def test_model_defaults_file_fills_unset_options(model_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    folder = tmp_path / "with_defaults"
+    shutil.copytree(model_dir, folder)
+    (folder / "eigenedit.json").write_text(json.dumps({"decomposition": "ov-right", "alphas": [-2, 2]}))
+    assert run("directions", "--model", folder, "-k", "1") == 0
+    assert "ov-right directions" in capsys.readouterr().out
+    assert run("directions", "--model", folder, "-k", "1", "--decomposition", "qkv") == 0
+    assert "qkv directions" in capsys.readouterr().out  # the command line wins
+    two, three = tmp_path / "two.png", tmp_path / "three.png"
+    assert run("sweep", "--model", folder, "-k", "1", "--steps", "2", "--scale", "1", "-o", two) == 0
+    assert (
+        run("sweep", "--model", folder, "-k", "1", "--steps", "2", "--scale", "1", "--alphas=-1,0,1", "-o", three) == 0
+    )
+    assert Image.open(three).width - Image.open(two).width == 16  # the model's two alphas vs three given
