@@ -1,8 +1,9 @@
 """Measure a trained shapes model and write its model card: attention spectra (trained vs init), sample validity,
 sampling time per image, DDIM-inversion PSNR, and a grid of samples.
 
-    python benchmarks/model_card.py --checkpoint training/shapes32/checkpoint --init training/shapes32/init \
-        --out eigenedit/pretrained/shapes32
+    python benchmarks/model_card.py --checkpoint training/shapes32/checkpoint --out eigenedit/pretrained/shapes32
+
+The initial weights are rebuilt from the training seed and config, exactly as ``training.train`` built them.
 """
 
 from __future__ import annotations
@@ -98,7 +99,6 @@ Relative change of the weights from initialisation, ||W - W0|| / ||W0||: {change
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=Path("training/shapes32/checkpoint"))
-    p.add_argument("--init", type=Path, default=Path("training/shapes32/init"))
     p.add_argument("--out", type=Path, default=Path("eigenedit/pretrained/shapes32"))
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--steps", type=int, default=50)
@@ -106,8 +106,9 @@ def main() -> None:
 
     export_pipeline(args.checkpoint, args.out)
     model = load_model(str(args.out))
-    init = UNet2DModel.from_pretrained(args.init / "unet").eval()
     state = json.loads((args.checkpoint / "state.json").read_text())
+    torch.manual_seed(state["config"]["seed"])
+    init = UNet2DModel(**state["config"]["unet"]).eval()
 
     x = editing.noise_from_seeds(model, range(args.samples))
     images = torch.cat([editing.sample(model, x[s], args.steps) for s in editing.batched(len(x), 64)])
