@@ -107,10 +107,11 @@ def estimate_factors(images: torch.Tensor) -> FactorEstimate:
     """Read the factors of images (N, 3, R, R) in [-1, 1] analytically.
 
     Background colour = median of the border pixels; soft shape coverage = distance to the background colour
-    relative to the shape colour's. For each kind, the size follows from the covered area and the centre from
-    the centroid (a triangle's centroid sits size/3 below its box centre); the kind whose rendered template
-    matches the coverage best wins. An image is valid when it is two flat colours (blended at edges), the shape
-    saturated, its size in (a margin around) the dataset's range and the best template fits closely.
+    relative to the shape colour's, ignoring deviations under 10% of it. For each kind, the size follows from
+    the covered area and the centre from the centroid (a triangle's centroid sits size/3 below its box centre);
+    the kind whose rendered template matches the coverage best wins. An image is valid when it is two flat
+    colours (blended at edges), the shape saturated, its size in (a margin around) the dataset's range and the
+    best template fits closely.
     """
     img = (images.detach().float().clamp(-1, 1) + 1) / 2
     n, _, res, _ = img.shape
@@ -119,7 +120,8 @@ def estimate_factors(images: torch.Tensor) -> FactorEstimate:
     dist = (img - bg[:, :, None, None]).norm(dim=1)  # (N, R, R)
     far = dist >= 0.5 * dist.flatten(1).amax(1)[:, None, None].clamp_min(1e-6)
     fg = (img * far[:, None]).sum((2, 3)) / far.sum((1, 2)).clamp_min(1)[:, None]
-    cover = (dist / (fg - bg).norm(dim=1).clamp_min(1e-6)[:, None, None]).clamp(0, 1)
+    contrast = dist / (fg - bg).norm(dim=1).clamp_min(1e-6)[:, None, None]
+    cover = ((contrast - 0.1) / 0.8).clamp(0, 1)  # deviations under 10% of the contrast are background noise
     area = cover.sum((1, 2)).clamp_min(1e-6)
     coords = (torch.arange(res, dtype=torch.float32) + 0.5) / res
     cx = (cover * coords[None, None, :]).sum((1, 2)) / area
