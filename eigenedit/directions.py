@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from eigenedit.attention import DEFAULT_LAYER, read_attention_weights
 from eigenedit.factorize import factorize, random_directions
+from eigenedit.io import atomic_write
 
 FORMAT = "eigenedit.directions/1"
 
@@ -63,17 +62,9 @@ class Directions:
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a failed write leaves no partial file."""
-        path = Path(path)
         meta = {"format": FORMAT, "metadata": json.dumps(self.metadata)}
         tensors = {"vectors": self.vectors.contiguous(), "values": self.values.contiguous()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path, expect_dim: int | tuple[int, ...] | None = None) -> Directions:

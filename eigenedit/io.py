@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +30,26 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def save_png(image: Image.Image, path: str | Path) -> None:
-    """Write a PNG atomically (temporary file + rename): no half-written file on failure."""
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place with the usual
+    permissions: a failed write leaves no partial file."""
     path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        image.save(tmp, format="PNG")
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_png(image: Image.Image, path: str | Path) -> None:
+    """Write a PNG atomically."""
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
