@@ -30,7 +30,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--k", type=int, default=6)
     p.add_argument("--output-dir", type=Path, default=Path("results"))
+    p.add_argument("--report-only", action="store_true", help="re-render the table from ablation.json")
     args = p.parse_args()
+    if args.report_only:
+        write_table(args.output_dir)
+        return
 
     rows = []
     for model_id in args.models:
@@ -64,7 +68,6 @@ def main() -> None:
                             **{
                                 k: s[k]
                                 for k in (
-                                    "mean_concentration",
                                     "monotonic",
                                     "mean_effect",
                                     "mean_valid_rate",
@@ -74,21 +77,28 @@ def main() -> None:
                         }
                     )
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "ablation.json").write_text(json.dumps(rows, indent=1))
+    (args.output_dir / "ablation.json").write_text(
+        json.dumps({"k": args.k, "seeds": args.seeds, "rows": rows}, indent=1)
+    )
+    write_table(args.output_dir)
+
+
+def write_table(output_dir: Path) -> None:
+    """Render results/ablation.json as Markdown (also into README.md)."""
+    data = json.loads((output_dir / "ablation.json").read_text())
+    rows = data["rows"]
     lines = [
-        f"Top {args.k} directions, {args.seeds} seeds; cells: monotonic one-factor directions / mean concentration "
-        "/ valid rate.",
+        f"Top {data['k']} directions, {data['seeds']} seeds; cells: monotonic one-factor directions / mean effect on "
+        "the main factor (data std) / valid rate.",
         "",
     ]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines.append("| model | location | alpha | t_edit | " + " | ".join(methods) + " |")
     lines.append("|---" * (4 + len(methods)) + "|")
     for key, group in itertools.groupby(rows, key=lambda r: (r["model"], r["location"], r["alpha"], r["t_edit"])):
-        cells = {
-            r["method"]: f"{r['monotonic']} / {r['mean_concentration']:.2f} / {r['mean_valid_rate']:.2f}" for r in group
-        }
+        cells = {r["method"]: f"{r['monotonic']} / {r['mean_effect']:.2f} / {r['mean_valid_rate']:.2f}" for r in group}
         lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells.get(m, "-") for m in methods) + " |")
-    (args.output_dir / "ablation.md").write_text("\n".join(lines) + "\n")
+    (output_dir / "ablation.md").write_text("\n".join(lines) + "\n")
     replace_section("ablation", "\n".join(lines))
     print("\n".join(lines))
 

@@ -3,18 +3,28 @@
     python benchmarks/evaluate.py [--model shapes32] [--output-dir results] [any `eigenedit evaluate` option]
 
 Writes results/evaluation.{json,md,png} and copies the table into README.md (between the results markers).
+``--report-only`` re-renders the tables from results/evaluation.json without re-running anything.
 """
 
+import json
 import sys
 from pathlib import Path
 
 from readme_section import replace_section
 
 from eigenedit.cli import main
+from eigenedit.evaluation import resummarize
+from eigenedit.report import write_report
 
 if __name__ == "__main__":
-    code = main(["evaluate", *sys.argv[1:]])
-    out = Path(sys.argv[sys.argv.index("--output-dir") + 1]) if "--output-dir" in sys.argv else Path("results")
+    args = sys.argv[1:]
+    out = Path(args[args.index("--output-dir") + 1]) if "--output-dir" in args else Path("results")
+    if "--report-only" in args:  # re-render the tables from evaluation.json (e.g. after a metric change)
+        runs = resummarize(json.loads((out / "evaluation.json").read_text()))
+        write_report(runs, out)
+        code = 0
+    else:
+        code = main(["evaluate", *args])
     if code == 0:
         replace_section("results", (out / "evaluation.md").read_text())
     sys.exit(code)

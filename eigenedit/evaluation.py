@@ -153,7 +153,9 @@ def label_directions(directions: Directions, scores: list[DirectionScore]) -> Di
 
 
 def summarize(scores: list[DirectionScore]) -> dict:
-    """Per-method summary: mean concentration, monotonic single-factor directions, best direction per factor."""
+    """Per-method summary: monotonic single-factor directions, directions that move anything (effect >=
+    MIN_EFFECT), their mean concentration (None when none does: the concentration of a no-op is noise), and
+    the best direction per factor."""
     best = {}
     for name in shapes.FACTORS:
         candidates = [s for s in scores if s.dominant == name and s.monotonic]
@@ -161,9 +163,11 @@ def summarize(scores: list[DirectionScore]) -> dict:
             top = max(candidates, key=lambda s: s.effect * s.concentration)
             best[name] = {"index": top.index, "effect": top.effect, "concentration": top.concentration}
     n = max(1, len(scores))
+    effective = [s for s in scores if s.effect >= MIN_EFFECT]
     return {
         "directions": len(scores),
-        "mean_concentration": sum(s.concentration for s in scores) / n,
+        "effective": len(effective),
+        "mean_concentration": sum(s.concentration for s in effective) / len(effective) if effective else None,
         "monotonic": sum(s.monotonic for s in scores),
         "mean_effect": sum(s.effect for s in scores) / n,
         "mean_leakage": sum(s.leakage for s in scores) / n,
@@ -176,6 +180,15 @@ def summarize(scores: list[DirectionScore]) -> dict:
 
 def as_records(scores: list[DirectionScore]) -> list[dict]:
     return [asdict(s) for s in scores]
+
+
+def resummarize(runs: list[dict]) -> list[dict]:
+    """Recompute every method's summary from its stored per-direction records (e.g. after a metric change)."""
+    for run in runs:
+        for name, method in run["methods"].items():
+            if name != "timing":
+                method["summary"] = summarize([DirectionScore(**r) for r in method["directions"]])
+    return runs
 
 
 @dataclass
@@ -257,7 +270,7 @@ def run_evaluation(model: DiffusionModel, cfg: EvalConfig, progress: bool = True
         s = results[name]["summary"]
         if progress:
             print(
-                f"{name:48s} conc {s['mean_concentration']:.2f} mono {s['monotonic']}/{s['directions']} "
+                f"{name:48s} mono {s['monotonic']}/{s['directions']} moving {s['effective']} "
                 f"effect {s['mean_effect']:.2f} valid {s['mean_valid_rate']:.2f}",
                 flush=True,
             )
