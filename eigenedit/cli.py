@@ -301,11 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the shapes model (see python -m eigenedit.training --help)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: __import__("eigenedit.training").training.main(a.rest))
+    p.set_defaults(func=None)  # handled in main(): every argument goes to eigenedit.training
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        from eigenedit.training import main as train_main
+
+        train_main(argv[1:])
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

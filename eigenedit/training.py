@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m eigenedit.training --max-steps 20000 --output-dir training/shapes32`` (resumes if possible)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="eigenedit train", description=main.__doc__)
     for f in TrainConfig.__dataclass_fields__.values():
         if f.name != "unet":
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)

@@ -151,3 +151,13 @@ def test_model_defaults_file_fills_unset_options(model_dir, tmp_path, capsys):
         run("sweep", "--model", folder, "-k", "1", "--steps", "2", "--scale", "1", "--alphas=-1,0,1", "-o", three) == 0
     )
     assert Image.open(three).width - Image.open(two).width == 16  # the model's two alphas vs three given
+
+
+def test_train_subcommand_passes_its_options_through(tmp_path):
+    import json
+
+    assert (
+        run("train", "--output-dir", tmp_path / "run", "--max-steps", "1", "--batch-size", "2", "--log-every", "1") == 0
+    )
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 1 and state["config"]["batch_size"] == 2

@@ -58,3 +58,13 @@ def test_shipped_model_sweep_end_to_end(tmp_path):
     from eigenedit.cli import main
 
     assert main(["sweep", "-o", str(tmp_path / "sweep.png")]) == 0
+
+
+def test_shipped_edit_defaults_name_real_modules(shapes_model):
+    from eigenedit.editing import get_module
+    from eigenedit.factorize import DECOMPOSITIONS
+
+    defaults = shapes_model.edit_defaults
+    assert defaults["layer"] in {layer.name for layer in list_attention_layers(shapes_model.unet)}
+    get_module(shapes_model.unet, defaults["location"])
+    assert defaults["decomposition"] in DECOMPOSITIONS and 0 in defaults["alphas"]
