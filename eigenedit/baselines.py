@@ -14,7 +14,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 from tqdm.auto import tqdm
 
 from eigenedit.directions import Directions
-from eigenedit.editing import DEFAULT_LOCATION, DEFAULT_T_EDIT, get_module, noise_from_seeds
+from eigenedit.editing import DEFAULT_LOCATION, DEFAULT_T_EDIT, get_module, hidden_at, noise_from_seeds
 from eigenedit.models import DiffusionModel
 
 
@@ -78,22 +78,14 @@ def pullback_directions(
     Subspace iteration V <- orth(J^T J V). J^T w is a VJP; J v is the VJP of the linear map u -> J^T u
     (double backward), so one forward pass serves every product.
     """
-    module = get_module(model.unet, location)
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(mod, args, output):
-        store["h"] = output[0] if isinstance(output, tuple) else output
-
     attentions = [m for m in model.unet.modules() if isinstance(m, Attention)]
     processors = [m.processor for m in attentions]
     for m in attentions:
         m.set_processor(AttnProcessor())  # plain ops: fused SDPA has no double backward on CPU
-    handle = module.register_forward_hook(hook)
     try:
         with torch.enable_grad():
             x = x_t.detach().to(model.dtype)[None].requires_grad_(True)
-            model.unet(x, torch.tensor([t]))
-            h = store["h"]
+            h = hidden_at(model, location, x, t)
             u = torch.zeros_like(h, requires_grad=True)
             (jt_u,) = torch.autograd.grad(h, x, u, create_graph=True)
 
@@ -109,7 +101,6 @@ def pullback_directions(
                 basis = torch.linalg.qr(torch.stack([vjp(jvp(v)) for v in basis], 1))[0].T
             sigmas = torch.stack([jvp(v).norm() for v in basis])
     finally:
-        handle.remove()
         for m, p in zip(attentions, processors, strict=True):
             m.set_processor(p)
     order = torch.argsort(sigmas, descending=True)

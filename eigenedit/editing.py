@@ -75,17 +75,23 @@ def get_module(unet: torch.nn.Module, location: str) -> torch.nn.Module:
     return modules[location]
 
 
+def hidden_at(model: DiffusionModel, location: str, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+    """The output of module ``location`` (its first tensor) in one UNet forward pass on (x, t)."""
+    store = {}
+    hook = get_module(model.unet, location).register_forward_hook(
+        lambda m, a, o: store.update(h=o[0] if isinstance(o, tuple) else o)
+    )
+    try:
+        model.unet(x, torch.as_tensor(t, device=x.device))
+    finally:
+        hook.remove()
+    return store["h"]
+
+
 @torch.no_grad()
 def location_dims(model: DiffusionModel, location: str) -> tuple[int, int]:
     """(channels, values per sample) of the output of ``location``, from one dry forward pass."""
-    module = get_module(model.unet, location)
-    store = {}
-    handle = module.register_forward_hook(lambda m, a, o: store.update(h=o[0] if isinstance(o, tuple) else o))
-    try:
-        model.unet(torch.zeros(1, *model.sample_shape, device=model.device, dtype=model.dtype), torch.tensor([0]))
-    finally:
-        handle.remove()
-    h = store["h"]
+    h = hidden_at(model, location, torch.zeros(1, *model.sample_shape, device=model.device, dtype=model.dtype), 0)
     return (h.shape[1] if h.ndim == 4 else h.shape[-1]), h[0].numel()
 
 

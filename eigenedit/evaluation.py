@@ -20,7 +20,15 @@ from eigenedit import shapes
 from eigenedit.attention import DEFAULT_LAYER, list_attention_layers, read_attention_weights
 from eigenedit.baselines import collect_hidden, pca_directions, pullback_directions, sample_with_x_shift
 from eigenedit.directions import Directions, compute_directions
-from eigenedit.editing import DEFAULT_LOCATION, DEFAULT_T_EDIT, edit_images, get_module, noise_from_seeds, sample
+from eigenedit.editing import (
+    DEFAULT_LOCATION,
+    DEFAULT_T_EDIT,
+    edit_images,
+    get_module,
+    hidden_at,
+    noise_from_seeds,
+    sample,
+)
 from eigenedit.factorize import DECOMPOSITIONS, random_directions
 from eigenedit.models import DiffusionModel
 
@@ -366,14 +374,7 @@ def zeroing_sensitivity(model: DiffusionModel, seeds: list[int], num_steps: int,
 
 @torch.no_grad()
 def _hidden_norm(model: DiffusionModel, x: torch.Tensor, t: int, location: str) -> float:
-    store = {}
-    handle = get_module(model.unet, location).register_forward_hook(lambda m, a, o: store.update(h=o))
-    try:
-        model.unet(x, torch.tensor([t]))
-    finally:
-        handle.remove()
-    h = store["h"][0] if isinstance(store["h"], tuple) else store["h"]
-    return float(h.norm())
+    return float(hidden_at(model, location, x, t).norm())
 
 
 def _edit_timing(model: DiffusionModel, cfg: EvalConfig) -> dict:
