@@ -31,7 +31,7 @@ def open_model(args) -> DiffusionModel:
     defaults (the shipped model's file holds the choices its evaluation favoured)."""
     model = load_model(args.model)
     for name, generic in GENERIC_DEFAULTS.items():
-        if getattr(args, name, generic) is None:
+        if getattr(args, name, None) is None:  # also options a command has no flag for (labelling uses them)
             setattr(args, name, model.edit_defaults.get(name, generic))
     return model
 
@@ -105,8 +105,7 @@ def sampling_parser() -> argparse.ArgumentParser:
 
 def get_directions(args, model: DiffusionModel) -> Directions:
     if args.directions is not None:
-        location = getattr(args, "location", None) or editing.DEFAULT_LOCATION
-        return Directions.load(args.directions, expect_dim=editing.location_dims(model, location))
+        return Directions.load(args.directions, expect_dim=editing.location_dims(model, args.location))
     return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, model.model_id)
 
 
@@ -117,9 +116,7 @@ def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
     from eigenedit.evaluation import evaluate_directions, label_directions
 
     steps = min(getattr(args, "steps", 20), 20)
-    t_edit = getattr(args, "t_edit", None) or editing.DEFAULT_T_EDIT
-    location = getattr(args, "location", None) or editing.DEFAULT_LOCATION
-    scores, _ = evaluate_directions(model, dirs, list(range(8)), args.label_alpha, steps, t_edit, location)
+    scores, _ = evaluate_directions(model, dirs, list(range(8)), args.label_alpha, steps, args.t_edit, args.location)
     return label_directions(dirs, scores)
 
 

@@ -161,3 +161,24 @@ def test_train_subcommand_passes_its_options_through(tmp_path):
     )
     state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 1 and state["config"]["batch_size"] == 2
+
+
+def test_label_uses_the_models_edit_location(model_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import eigenedit.evaluation as evaluation
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    (folder / "eigenedit.json").write_text(json.dumps({"location": "mid_block.attentions.0", "t_edit": 100}))
+    seen = {}
+    real = evaluation.evaluate_directions
+
+    def spy(model, dirs, seeds, alpha, steps, t_edit, location, **kw):
+        seen.update(t_edit=t_edit, location=location)
+        return real(model, dirs, seeds, alpha, steps, t_edit, location, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate_directions", spy)
+    assert run("directions", "--model", folder, "-k", "1", "--label") == 0
+    assert seen == {"t_edit": 100, "location": "mid_block.attentions.0"}
