@@ -1,4 +1,4 @@
-"""Resumable DDPM training of a small UNet2DModel on the procedural shapes dataset.
+"""Resumable DDPM training of a small UNet2DModel on the procedural shapes dataset or Fashion-MNIST.
 
 Recipe for fast convergence on a CPU: small channels at high resolution, min-SNR-gamma loss weighting, linear
 warm-up then cosine decay, EMA weights, decoupled weight decay on weight matrices. The batch of step ``s`` is
@@ -19,15 +19,17 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 
-from eigenedit import shapes
+from eigenedit import fashion, shapes
+
+DATASETS = {"shapes": 3, "fashion-mnist": 1}  # name -> image channels
 
 
-def default_unet_config() -> dict:
-    """The shipped shapes model: 4 levels (32->4 px), 16..128 channels, attention at the 4x4 level and mid-block."""
+def default_unet_config(channels: int = 3) -> dict:
+    """The shipped models: 4 levels (32->4 px), 16..128 channels, attention at the 4x4 level and mid-block."""
     return dict(
         sample_size=32,
-        in_channels=3,
-        out_channels=3,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=(16, 32, 64, 128),
         down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
@@ -40,6 +42,7 @@ def default_unet_config() -> dict:
 @dataclass
 class TrainConfig:
     output_dir: str = "training/shapes32"
+    dataset: str = "shapes"
     max_steps: int = 20000
     batch_size: int = 64
     lr: float = 1e-3
@@ -55,6 +58,20 @@ class TrainConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"  # v makes the UNet predict x0 at high noise, which needs its deep path
     unet: dict = field(default_factory=default_unet_config)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        channels = DATASETS[self.dataset]
+        self.unet = {**self.unet, "in_channels": channels, "out_channels": channels}
+
+
+def make_batch(cfg: TrainConfig, step: int) -> torch.Tensor:
+    """The training images of one step; a function of (seed, step) only, so resumed runs see the same data."""
+    seed = cfg.seed * 1_000_003 + step
+    if cfg.dataset == "fashion-mnist":
+        return fashion.make_batch(cfg.batch_size, seed)[0]
+    return shapes.make_batch(cfg.batch_size, seed)[0]
 
 
 def make_scheduler(cfg: TrainConfig) -> DDPMScheduler:
@@ -136,6 +153,8 @@ def train(cfg: TrainConfig) -> Path:
         saved_type = state["config"].get("prediction_type", "epsilon")
         if saved_type != cfg.prediction_type:
             raise ValueError(f"{ckpt} was trained with --prediction-type {saved_type}; pass the same to resume")
+        if state["config"].get("dataset", "shapes") != cfg.dataset:
+            raise ValueError(f"{ckpt} was trained on {state['config'].get('dataset', 'shapes')}, not {cfg.dataset}")
         unet = UNet2DModel.from_pretrained(ckpt / "unet")
         ema = UNet2DModel.from_pretrained(ckpt / "unet_ema")
         step, log = state["step"], state["log"]
@@ -154,7 +173,7 @@ def train(cfg: TrainConfig) -> Path:
     unet.train()
     t0, losses = time.time(), []
     while step < cfg.max_steps:
-        x0, _ = shapes.make_batch(cfg.batch_size, seed=cfg.seed * 1_000_003 + step)
+        x0 = make_batch(cfg, step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 10**9)
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=g)
