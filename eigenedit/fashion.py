@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -57,3 +58,128 @@ def make_batch(n: int, seed: int, split: str = "train") -> tuple[torch.Tensor, t
     images, labels = load(split)
     idx = torch.randint(0, len(images), (n,), generator=torch.Generator().manual_seed(seed))
     return images[idx], labels[idx]
+
+
+class FashionClassifier(torch.nn.Module):
+    """A small CNN trained by the project: its class probabilities label edits, and its penultimate features
+    (``features``, 128-d) define a Frechet distance on our own features (no Inception weights offline)."""
+
+    def __init__(self, width: int = 16, feature_dim: int = 128):
+        super().__init__()
+        self.config = {"width": width, "feature_dim": feature_dim}
+        c = width
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(1, c, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(c, c, 3, padding=1), torch.nn.GELU(),
+            torch.nn.MaxPool2d(2),  # 16
+            torch.nn.Conv2d(c, 2 * c, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool2d(2),  # 8
+            torch.nn.Conv2d(2 * c, 4 * c, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(16 * c, feature_dim), torch.nn.GELU(),
+        )  # fmt: skip
+        self.head = torch.nn.Linear(feature_dim, len(CLASSES))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 1, 32, 32) in [-1, 1] -> (N, feature_dim)."""
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps(self.config))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> FashionClassifier:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"no classifier in {path} (expected config.json and model.safetensors)")
+        model = cls(**json.loads((path / "config.json").read_text()))
+        model.load_state_dict(load_file(path / "model.safetensors"))
+        return model.eval().requires_grad_(False)
+
+
+def train_classifier(
+    epochs: int = 3, batch_size: int = 128, lr: float = 2e-3, seed: int = 0, progress: bool = True
+) -> tuple[FashionClassifier, float]:
+    """Train the probe classifier on the training split; returns it and its test accuracy."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    images, labels = load("train")
+    model = FashionClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * (len(images) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=steps, desc="classifier", disable=not progress)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=g)
+        for i in range(len(images) // batch_size):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            x = images[idx]
+            flip = torch.rand(len(x), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss = torch.nn.functional.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    model.eval().requires_grad_(False)
+    return model, accuracy(model, *load("test"))
+
+
+@torch.no_grad()
+def accuracy(model: FashionClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    preds = torch.cat([model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    return float((preds == labels).float().mean())
+
+
+ATTRIBUTES = ("area", "brightness", "width", "height")
+
+
+def attributes(images: torch.Tensor, threshold: float = -0.8) -> dict[str, torch.Tensor]:
+    """Simple measured attributes of garment images in [-1, 1] on a black background (per image):
+    ``area`` = fraction of pixels above ``threshold``; ``brightness`` = mean intensity of those pixels in [0, 1];
+    ``width``/``height`` = extent of the columns/rows holding any such pixel, as a fraction of the side."""
+    mask = images[:, 0] > threshold
+    area = mask.float().mean((1, 2))
+    brightness = ((images[:, 0] + 1) / 2 * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
+
+    def extent(any_along: torch.Tensor) -> torch.Tensor:
+        idx = torch.arange(any_along.shape[1], dtype=torch.float32)
+        first = torch.where(any_along, idx, torch.inf).min(1).values
+        last = torch.where(any_along, idx, -torch.inf).max(1).values
+        return ((last - first + 1) / any_along.shape[1]).clamp_min(0).nan_to_num(0.0)
+
+    return {"area": area, "brightness": brightness, "width": extent(mask.any(1)), "height": extent(mask.any(2))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m eigenedit.fashion --output eigenedit/pretrained/fashion32/classifier``: train the probe."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m eigenedit.fashion", description=main.__doc__)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    model, acc = train_classifier(epochs=args.epochs, seed=args.seed)
+    model.save_pretrained(args.output)
+    (args.output / "metrics.json").write_text(json.dumps({"test_accuracy": acc, "epochs": args.epochs}) + "\n")
+    print(f"test accuracy {acc:.4f}; saved to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

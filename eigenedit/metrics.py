@@ -1,0 +1,45 @@
+"""Image and distribution metrics computed without downloaded weights: SSIM and the Frechet distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, valid region)
+    of images in [-1, 1], averaged over channels."""
+    if a.shape != b.shape or a.ndim != 4:
+        shapes = f"{tuple(a.shape)} and {tuple(b.shape)}"
+        raise ValueError(f"ssim needs two (N, C, H, W) batches of the same shape; got {shapes}")
+    x, y = ((t.double() + 1) / 2 for t in (a, b))  # data range 1
+    channels = x.shape[1]
+    w = _gaussian_window(window).repeat(channels, 1, 1, 1).to(x.device)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(t, w, groups=channels)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.mean((1, 2, 3)).float()
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between Gaussians fitted to two feature sets (N, D)."""
+    a, b = (f.double().cpu().numpy() for f in (features_a, features_b))
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # Tr (S_a S_b)^1/2 = sum of sqrt of the eigenvalues of S_a^1/2 S_b S_a^1/2 (symmetric PSD: stable)
+    vals, vecs = np.linalg.eigh(cov_a)
+    root_a = (vecs * np.sqrt(vals.clip(min=0))) @ vecs.T
+    inner = np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(inner).sum())
