@@ -25,6 +25,7 @@ from diffusers import UNet2DModel
 
 sys.path.insert(0, str(Path(__file__).parent))
 from model_card import relative_change, spectrum_stats  # noqa: E402
+from readme_section import replace_section  # noqa: E402
 
 from eigenedit import editing, fashion  # noqa: E402
 from eigenedit.baselines import collect_hidden, pca_directions  # noqa: E402
@@ -270,6 +271,7 @@ def main() -> None:
         args.out / "inversion.png",
     )
     print(markdown(n))
+    replace_section("fashion", markdown(n).split("\n", 1)[1])  # without the title line
 
 
 if __name__ == "__main__":

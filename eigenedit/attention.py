@@ -66,6 +66,15 @@ def self_attention_modules(unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return found
 
 
+def default_layer(unet: torch.nn.Module) -> str:
+    """DEFAULT_LAYER where the UNet has it, else its first mid-block self-attention layer (Stable Diffusion:
+    ``mid_block.attentions.0.transformer_blocks.0.attn1``), else its first self-attention layer."""
+    names = list(self_attention_modules(unet))
+    if DEFAULT_LAYER in names or not names:
+        return DEFAULT_LAYER
+    return next((n for n in names if n.startswith("mid_block.")), names[0])
+
+
 def get_attention_module(unet: torch.nn.Module, layer: str = DEFAULT_LAYER) -> torch.nn.Module:
     modules = self_attention_modules(unet)
     if layer not in modules:
@@ -80,6 +89,10 @@ def read_attention_weights(unet: torch.nn.Module, layer: str = DEFAULT_LAYER) ->
     if hasattr(module, "attention_weights"):
         return module.attention_weights(layer)
     norm = getattr(module, "group_norm", None)
+    parent, _, attr = layer.rpartition(".")
+    if norm is None and attr == "attn1":  # a transformer block's self-attention reads norm1(x) (a LayerNorm)
+        norm = getattr(unet.get_submodule(parent), "norm1", None) if parent else None
+        norm = norm if isinstance(norm, torch.nn.LayerNorm) else None
     return AttentionWeights(
         name=layer,
         q=module.to_q.weight.detach().double().clone(),
@@ -91,35 +104,74 @@ def read_attention_weights(unet: torch.nn.Module, layer: str = DEFAULT_LAYER) ->
     )
 
 
+def _dry_forward_inputs(unet: torch.nn.Module) -> dict | None:
+    """Extra UNet inputs for a dry forward pass: one dummy text token for a cross-attention UNet (Stable
+    Diffusion); None where more is needed (added text/time or class embeddings, as in SDXL)."""
+    config = unet.config
+    dim = getattr(config, "encoder_hid_dim", None) or getattr(config, "cross_attention_dim", None)
+    if dim is None:
+        return {}
+    extra = ("addition_embed_type", "class_embed_type")
+    if not isinstance(dim, int) or any(getattr(config, name, None) is not None for name in extra):
+        return None
+    param = next(unet.parameters())
+    return {"encoder_hidden_states": torch.zeros(1, 1, dim, dtype=param.dtype, device=param.device)}
+
+
+def _resolution(name: str, shapes: dict[str, tuple[int, ...]], tokens: bool) -> tuple[int, int] | None:
+    """The spatial size a layer ran at: its (B, C, H, W) input, or for (B, N, C) tokens (``tokens``: a diffusers
+    Attention in a transformer block) the H x W of the nearest enclosing module whose input had N positions."""
+    shape = shapes.get(name)
+    if shape is not None and len(shape) == 4:
+        return shape[2], shape[3]
+    if shape is None or len(shape) != 3 or not tokens:
+        return None
+    parts = name.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        outer = shapes.get(".".join(parts[:end]))
+        if outer is not None and len(outer) == 4 and outer[2] * outer[3] == shape[1]:
+            return outer[2], outer[3]
+    return None
+
+
 def list_attention_layers(unet: torch.nn.Module) -> list[AttentionLayer]:
     """Every self-attention layer with its channels, heads and resolution.
 
-    For an unconditional UNet the resolution is read from one dry forward pass at ``config.sample_size``.
+    The resolution is read from one dry forward pass at ``config.sample_size`` (cross-attention UNets get one
+    dummy text token); it is None where that pass is not possible.
     """
     modules = self_attention_modules(unet)
-    resolutions: dict[str, tuple[int, int]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     size = getattr(getattr(unet, "config", None), "sample_size", None)
-    if size is not None and getattr(unet.config, "cross_attention_dim", None) is None:
+    inputs = _dry_forward_inputs(unet) if size is not None else None
+    if inputs is not None:
         size = (size, size) if isinstance(size, int) else tuple(size)
+        outer = {".".join(n.split(".")[:end]) for n in modules for end in range(1, n.count(".") + 1)}
 
         def record(name):
-            def hook(module, args):
-                if args and args[0].ndim == 4:
-                    resolutions[name] = tuple(args[0].shape[-2:])
+            def hook(module, args, kwargs):
+                x = args[0] if args else kwargs.get("hidden_states")
+                if isinstance(x, torch.Tensor):
+                    shapes[name] = tuple(x.shape)
 
             return hook
 
-        handles = [m.register_forward_pre_hook(record(n)) for n, m in modules.items()]
+        handles = [
+            m.register_forward_pre_hook(record(n), with_kwargs=True)
+            for n, m in unet.named_modules()
+            if n in modules or n in outer
+        ]
         try:
             param = next(unet.parameters())
             sample = torch.zeros(1, unet.config.in_channels, *size, dtype=param.dtype, device=param.device)
             with torch.no_grad():
-                unet(sample, torch.tensor([0], device=param.device))
+                unet(sample, torch.tensor([0], device=param.device), **inputs)
         finally:
             for h in handles:
                 h.remove()
     layers = []
-    for name in modules:
+    for name, module in modules.items():
         w = read_attention_weights(unet, name)
-        layers.append(AttentionLayer(name, w.channels, w.heads, w.head_dim, resolutions.get(name)))
+        res = _resolution(name, shapes, isinstance(module, Attention))
+        layers.append(AttentionLayer(name, w.channels, w.heads, w.head_dim, res))
     return layers

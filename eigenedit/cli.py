@@ -1,4 +1,4 @@
-"""``eigenedit`` command line: layers, directions, edit, sweep, invert, train."""
+"""``eigenedit`` command line: layers, directions, edit, sweep, invert, evaluate, ui, batch, train."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from eigenedit.directions import Directions, compute_directions
 from eigenedit.factorize import DECOMPOSITIONS
 from eigenedit.io import check_writable, image_grid, load_image, save_png
 from eigenedit.models import DEFAULT_MODEL, DiffusionModel, load_model
+from eigenedit.stable_diffusion import DEFAULT_GUIDANCE, StableDiffusionModel
 
 GENERIC_DEFAULTS = {
     "layer": DEFAULT_LAYER,
@@ -23,17 +24,36 @@ GENERIC_DEFAULTS = {
     "location": editing.DEFAULT_LOCATION,
     "t_edit": editing.DEFAULT_T_EDIT,
     "alphas": [-1.0, -0.5, 0.0, 0.5, 1.0],
+    "steps": 50,  # DDIM steps; a model may set its own (the terrain consistency model: 1)
 }
 
 
 def open_model(args) -> DiffusionModel:
     """Load --model and fill every option the user left unset from the model's eigenedit.json, then the generic
     defaults (the shipped model's file holds the choices its evaluation favoured)."""
-    model = load_model(args.model)
+    model = load_model(args.model, allow_pickle=getattr(args, "allow_pickle", False))
     for name, generic in GENERIC_DEFAULTS.items():
         if getattr(args, name, None) is None:  # also options a command has no flag for (labelling uses them)
             setattr(args, name, model.edit_defaults.get(name, generic))
+    if getattr(args, "scale", 0) is None:
+        args.scale = 1 if model.latent else 4
+    set_prompt(args, model)
     return model
+
+
+def set_prompt(args, model: DiffusionModel) -> None:
+    """--prompt, --negative-prompt, --guidance: text conditioning, for Stable Diffusion models only."""
+    prompt, negative, guidance = (getattr(args, name, None) for name in ("prompt", "negative_prompt", "guidance"))
+    if not isinstance(model, StableDiffusionModel):
+        given = [f for f, v in (("--prompt", prompt), ("--negative-prompt", negative), ("--guidance", guidance)) if v]
+        if given:
+            raise ValueError(
+                f"{'/'.join(given)} needs a text-conditioned (Stable Diffusion) model; {args.model!r} is unconditional"
+            )
+        return
+    if guidance is None:  # DDIM inversion reconstructs well only without guidance
+        guidance = 1.0 if getattr(args, "image", None) is not None else DEFAULT_GUIDANCE
+    model.set_prompt(prompt or "", negative or "", guidance)
 
 
 def parse_alpha(text: str) -> float:
@@ -53,6 +73,16 @@ def parse_alphas(text: str) -> list[float]:
     return values
 
 
+def parse_guidance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"guidance must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def parse_term(text: str) -> tuple[int, float]:
     """``INDEX:ALPHA`` -> (index, alpha)."""
     index, sep, alpha = text.partition(":")
@@ -70,6 +100,11 @@ def positive_int(text: str) -> int:
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped name, local folder or hub id ({DEFAULT_MODEL})")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let a guided-diffusion folder load .pt (pickle) weights: trusted files only",
+    )
     return p
 
 
@@ -94,12 +129,20 @@ def sampling_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--seed", type=int, default=0, help="seed of the generated image (ignored with --image)")
     p.add_argument("--image", type=Path, default=None, help="edit a real image (DDIM-inverted first)")
-    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default: the model's, else 50)")
     p.add_argument("--t-edit", type=int, default=None, help="edit at timesteps t >= t_edit (default: the model's)")
     p.add_argument("--location", default=None, help="module whose output is shifted (default: the model's)")
     p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--scale", type=positive_int, default=4, help="upscaling of the PNG")
+    p.add_argument("--scale", type=positive_int, default=None, help="upscaling of the PNG (default 4; latent models 1)")
+    p.add_argument("--prompt", default=None, help="text prompt (Stable Diffusion models)")
+    p.add_argument("--negative-prompt", default=None, help="negative prompt (Stable Diffusion models)")
+    p.add_argument(
+        "--guidance",
+        type=parse_guidance,
+        default=None,
+        help=f"classifier-free guidance scale (default {DEFAULT_GUIDANCE}; 1 with --image; <= 1: none)",
+    )
     return p
 
 
@@ -124,16 +167,18 @@ def starting_noise(args, model: DiffusionModel) -> tuple[torch.Tensor, torch.Ten
     """x_T from --seed, or from the DDIM inversion of --image (also returned, for PSNR)."""
     if args.image is None:
         return editing.noise_from_seeds(model, [args.seed]), None
-    image = load_image(args.image, model.sample_shape)
-    return editing.invert(model, image, args.steps, progress=True), image
+    image = load_image(args.image, model.image_shape)
+    return editing.invert(model, model.encode(image), args.steps, progress=True), image
 
 
 def cmd_layers(args) -> None:
     model = open_model(args)
-    print(f"{'layer':32s} {'channels':>8s} {'heads':>5s} {'head_dim':>8s} {'resolution':>10s}")
-    for layer in list_attention_layers(model.unet):
+    layers = list_attention_layers(model.unet)
+    width = max([32, *(len(layer.name) for layer in layers)])  # Stable Diffusion's names are longer
+    print(f"{'layer':{width}s} {'channels':>8s} {'heads':>5s} {'head_dim':>8s} {'resolution':>10s}")
+    for layer in layers:
         res = "x".join(map(str, layer.resolution)) if layer.resolution else "?"
-        print(f"{layer.name:32s} {layer.channels:8d} {layer.heads:5d} {layer.head_dim:8d} {res:>10s}")
+        print(f"{layer.name:{width}s} {layer.channels:8d} {layer.heads:5d} {layer.head_dim:8d} {res:>10s}")
 
 
 def cmd_directions(args) -> None:
@@ -165,9 +210,9 @@ def cmd_edit(args) -> None:
     edited = editing.edit_images(
         model, x_t, chosen, alphas, args.steps, args.t_edit, args.location, args.asymmetric, progress=True
     )
-    tiles = edited
+    tiles = edited = model.decode(edited)
     if args.compare:
-        plain = editing.sample(model, x_t, args.steps)
+        plain = model.decode(editing.sample(model, x_t, args.steps))
         tiles = torch.cat([plain, edited]) if image is None else torch.cat([image, plain, edited])
         if image is not None:
             print(f"reconstruction PSNR {editing.psnr(plain, image).item():.2f} dB")
@@ -194,6 +239,7 @@ def cmd_sweep(args) -> None:
         args.batch_size,
         progress=True,
     )
+    images = model.decode(images)
     elapsed = time.perf_counter() - start
     values, labels = dirs.values.tolist(), dirs.labels
     row_labels = [f"{i} ({v:.3g}) {lab}".strip() for i, (v, lab) in enumerate(zip(values, labels, strict=True))]
@@ -210,9 +256,9 @@ def cmd_invert(args) -> None:
         raise ValueError("invert needs --image PATH")
     check_writable(args.output)
     model = open_model(args)
-    image = load_image(args.image, model.sample_shape)
-    x_t = editing.invert(model, image, args.steps, progress=True)
-    recon = editing.sample(model, x_t, args.steps)
+    image = load_image(args.image, model.image_shape)
+    x_t = editing.invert(model, model.encode(image), args.steps, progress=True)
+    recon = model.decode(editing.sample(model, x_t, args.steps))
     print(f"reconstruction PSNR {editing.psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
     save_png(image_grid(torch.cat([image, recon]), 1, 2, col_labels=["input", "recon"], scale=args.scale), args.output)
     print(f"wrote {args.output}")
@@ -244,6 +290,12 @@ def cmd_evaluate(args) -> None:
     best = best_attention_method(runs)
     print(f"best weight decomposition: {best['name']} at {best['location']}")
     print("wrote " + ", ".join(map(str, paths)))
+
+
+def cmd_ui(args) -> None:
+    from eigenedit.ui import launch
+
+    launch(args.model, args.host, args.port, share=args.share == "yes", steps=args.steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,7 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", default="evaluation", help="file name stem of the outputs")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("train", help="train the shapes model (see python -m eigenedit.training --help)")
+    p = sub.add_parser("ui", parents=[common], help='web UI with sliders (needs pip install "eigenedit[ui]")')
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=positive_int, default=7860)
+    p.add_argument(
+        "--share", nargs="?", const="yes", default="no", choices=("no", "yes"), help="public gradio.live link"
+    )
+    p.add_argument("--steps", type=positive_int, default=None, help="preview DDIM steps (default: the model's, <= 10)")
+    p.set_defaults(func=cmd_ui)
+
+    from eigenedit.batch import add_batch_parser  # imported here: eigenedit.batch builds on this module
+
+    add_batch_parser(sub, [common])
+
+    p = sub.add_parser("train", help="train a model (shapes, or --dataset fashion-mnist; see --help)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=None)  # handled in main(): every argument goes to eigenedit.training
     return parser

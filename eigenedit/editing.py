@@ -76,16 +76,20 @@ def get_module(unet: torch.nn.Module, location: str) -> torch.nn.Module:
 
 
 def hidden_at(model: DiffusionModel, location: str, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-    """The output of module ``location`` (its first tensor) in one UNet forward pass on (x, t)."""
+    """The output of module ``location`` (its first tensor) in one UNet forward pass on (x, t).
+
+    Under classifier-free guidance the UNet runs on [unconditional; conditional] copies of x: this returns the
+    conditional (last) copy.
+    """
     store = {}
     hook = get_module(model.unet, location).register_forward_hook(
         lambda m, a, o: store.update(h=o[0] if isinstance(o, tuple) else o)
     )
     try:
-        model.unet(x, torch.as_tensor(t, device=x.device))
+        model.predict_eps(x, torch.as_tensor(t, device=x.device))
     finally:
         hook.remove()
-    return store["h"]
+    return store["h"][-x.shape[0] :]
 
 
 @torch.no_grad()
@@ -106,9 +110,14 @@ class HiddenShift:
     def _hook(self, module, args, output):
         if not self.active:
             return output
-        if isinstance(output, tuple):
-            return (shift_hidden(output[0], self.vectors, self.alphas), *output[1:])
-        return shift_hidden(output, self.vectors, self.alphas)
+        h = output[0] if isinstance(output, tuple) else output
+        alphas = self.alphas
+        if h.shape[0] != len(alphas) and h.shape[0] % len(alphas) == 0:
+            # the UNet runs on stacked copies of the batch (classifier-free guidance: [uncond; cond]):
+            # every copy of a sample gets that sample's alphas
+            alphas = alphas.repeat(h.shape[0] // len(alphas), 1)
+        shifted = shift_hidden(h, self.vectors, alphas)
+        return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
 
     def __enter__(self) -> HiddenShift:
         self.handle = self.module.register_forward_hook(self._hook)
@@ -141,7 +150,10 @@ def sample(
     edit: Edit | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Deterministic DDIM (eta=0) from noise ``x_t`` to images in [-1, 1], optionally with an edit."""
+    """Deterministic DDIM (eta=0) from noise ``x_t`` to images in [-1, 1], optionally with an edit.
+
+    Latent models (``model.latent``) return latents: ``model.decode`` turns them into images.
+    """
     sched = model.scheduler
     sched.set_timesteps(num_steps)
     x = x_t.to(model.device, model.dtype)
@@ -164,7 +176,7 @@ def sample(
                 x = asymmetric_step(model, eps, eps_plain, int(t), x)
             else:
                 x = sched.step(eps, t, x, eta=0.0).prev_sample
-    return x.clamp(-1, 1)
+    return x if model.latent else x.clamp(-1, 1)
 
 
 def asymmetric_step(model: DiffusionModel, eps_edit, eps_plain, t: int, x: torch.Tensor) -> torch.Tensor:
@@ -178,7 +190,8 @@ def asymmetric_step(model: DiffusionModel, eps_edit, eps_plain, t: int, x: torch
 
 @torch.no_grad()
 def invert(model: DiffusionModel, images: torch.Tensor, num_steps: int = 50, progress: bool = False) -> torch.Tensor:
-    """DDIM inversion: images in [-1, 1] -> x_T that ``sample`` maps back to (approximately) the images."""
+    """DDIM inversion: images in [-1, 1] (latents, ``model.encode(images)``, for latent models) -> x_T that
+    ``sample`` maps back to (approximately) the input."""
     sched = model.scheduler
     sched.set_timesteps(num_steps)
     x = images.to(model.device, model.dtype)

@@ -144,8 +144,17 @@ def export_pipeline(checkpoint: Path, out_dir: Path) -> None:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) until cfg.max_steps; returns the checkpoint folder."""
+    """Train (or resume) until cfg.max_steps; returns the checkpoint folder. Uses cfg.num_threads threads
+    (restored afterwards)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig) -> Path:
     ckpt = Path(cfg.output_dir) / "checkpoint"
     scheduler = make_scheduler(cfg)
     if (ckpt / "state.json").exists():

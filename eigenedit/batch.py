@@ -1,0 +1,505 @@
+"""``eigenedit batch``: edit many seeds or images, one PNG per (item, edit), resumable and data-parallel.
+
+The same command runs as one process or under a launcher (one process per GPU, or several CPU processes with the
+gloo backend; the output folder must be shared by all machines)::
+
+    eigenedit batch --seeds 0-99 --directions dirs.safetensors --direction 0 --alphas=-2,2 -o out
+    accelerate launch --multi_gpu --num_processes 2 -m eigenedit.batch --seeds 0-99 ... -o out
+
+Work is cut into fixed batches of ``batch_size // edits`` items, the same for any number of processes, so an
+output's bytes do not depend on how many processes made it (on the same hardware, with the same batch size and
+threads per process). Each process takes a contiguous share of the batches still to do, writes its PNGs atomically
+and appends one JSON line per finished PNG to its own ``manifest.rank<N>.jsonl``; the main process merges them
+into ``manifest.jsonl`` at the end (and at the start, after an interrupted run). An output recorded there with the
+same settings and present on disk with the recorded hash is not computed again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from eigenedit import editing
+from eigenedit.cli import GENERIC_DEFAULTS, parse_alphas, parse_term, positive_int
+from eigenedit.directions import Directions
+from eigenedit.io import atomic_write, load_image, to_uint8
+from eigenedit.models import DiffusionModel, load_model
+
+MANIFEST = "manifest.jsonl"
+PART = re.compile(r"manifest\.rank(\d+)\.jsonl")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+MAX_SEEDS = 10_000_000
+PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# record fields that must match the current settings for an output to count as done
+KEY_FIELDS = (
+    "input",
+    "seed",
+    "source_sha256",  # not the path: a moved input folder is still done
+    "directions",
+    "alphas",
+    "model",
+    "directions_sha256",
+    "steps",
+    "t_edit",
+    "location",
+    "asymmetric",
+    "scale",
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One starting point: a seed, or a source image (inverted first)."""
+
+    name: str  # output file name stem
+    seed: int | None = None
+    source: str | None = None
+    digest: str | None = None  # sha256 of the source file
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """One edit: the sum of ``alphas[j]`` times direction ``indices[j]``."""
+
+    indices: tuple[int, ...]
+    alphas: tuple[float, ...]
+
+    @property
+    def tag(self) -> str:
+        return "_".join(f"d{i}{format_alpha(a)}" for i, a in zip(self.indices, self.alphas, strict=True))
+
+
+@dataclass
+class Job:
+    """Everything a process needs, validated before any file is written."""
+
+    model: DiffusionModel
+    directions: Directions  # the union of the directions the edits use, in ``columns`` order
+    columns: list[int]  # direction indices (in the file) of the rows of ``directions``
+    directions_file: str
+    directions_sha256: str
+    items: list[Item]
+    edits: list[EditSpec]
+    output_dir: Path
+    steps: int
+    t_edit: int
+    location: str
+    asymmetric: bool
+    batch_size: int
+    scale: int
+
+    def output(self, item: Item, edit: EditSpec) -> str:
+        return f"{item.name}__{edit.tag}.png"
+
+    def outputs(self) -> list[str]:
+        """Every output name, in manifest order (items, then edits)."""
+        return [self.output(item, edit) for item in self.items for edit in self.edits]
+
+    def batches(self) -> list[list[int]]:
+        """Item indices per batch: fixed by batch size and edit count, never by the number of processes."""
+        per = max(1, self.batch_size // len(self.edits))
+        return [list(range(i, min(i + per, len(self.items)))) for i in range(0, len(self.items), per)]
+
+    def alpha_matrix(self) -> torch.Tensor:
+        """(edits, columns) weights of each edit on the union of the directions."""
+        out = torch.zeros(len(self.edits), len(self.columns))
+        for row, edit in enumerate(self.edits):
+            for index, alpha in zip(edit.indices, edit.alphas, strict=True):
+                out[row, self.columns.index(index)] += alpha
+        return out
+
+    def record(self, item: Item, edit: EditSpec, sha256: str | None = None, process: int = 0) -> dict:
+        """The manifest line of one output (``sha256`` of the PNG, the ``process`` that wrote it and ``time``)."""
+        return {
+            "input": "seed" if item.seed is not None else "image",
+            "seed": item.seed,
+            "source": item.source,
+            "source_sha256": item.digest,
+            "directions": list(edit.indices),
+            "alphas": list(edit.alphas),
+            "output": self.output(item, edit),
+            "sha256": sha256,
+            "model": self.model.model_id,
+            "directions_file": self.directions_file,
+            "directions_sha256": self.directions_sha256,
+            "steps": self.steps,
+            "t_edit": self.t_edit,
+            "location": self.location,
+            "asymmetric": self.asymmetric,
+            "scale": self.scale,
+            "process": process,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+
+def format_alpha(alpha: float) -> str:
+    """Short signed text that still names the exact float: 2.0 -> "+2", 0.1234567 -> "+0.1234567"."""
+    text = f"{alpha:+g}"
+    return text if float(text) == alpha else f"{alpha:+}"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0-9,20,30-31`` -> seeds (ranges inclusive), duplicates dropped, order kept."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, sep, high = part.partition("-")
+        if not low.strip().isdigit() or (sep and not high.strip().isdigit()):
+            raise argparse.ArgumentTypeError(f"expected seeds such as 0-99 or 0,5,7, got {part!r}")
+        first, last = int(low), int(high) if sep else int(low)
+        if last < first:
+            raise argparse.ArgumentTypeError(f"seed range {part!r} is empty")
+        if last >= 2**64:
+            raise argparse.ArgumentTypeError(f"seed {last} is too large (seeds are 0..2**64-1)")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"more than {MAX_SEEDS} seeds; split the job")
+        seeds.extend(range(first, last + 1))
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. 0-99")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_edit(text: str) -> EditSpec:
+    """``INDEX:ALPHA[,INDEX:ALPHA...]`` -> one (composed) edit."""
+    terms = [parse_term(t.strip()) for t in text.split(",") if t.strip()]
+    if not terms:
+        raise argparse.ArgumentTypeError(f"expected INDEX:ALPHA[,INDEX:ALPHA...], got {text!r}")
+    return EditSpec(tuple(i for i, _ in terms), tuple(a for _, a in terms))
+
+
+def direction_index(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a direction index (0, 1, ...), got {text!r}")
+    return int(text)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def output_stem(relative: str) -> str:
+    """A file-name-safe stem for an input path: ``cats/001.png`` -> ``cats_001``."""
+    stem = str(PurePath(relative.replace("\\", "/")).with_suffix(""))
+    stem = re.sub(r"[^A-Za-z0-9._+-]+", "_", stem).strip("._")
+    return stem or "image"
+
+
+def list_images(path: Path) -> list[tuple[str, Path]]:
+    """(name as given, path) of one image, every image in a folder (sorted, not recursive), or every image named
+    by a list file (one path a line, relative to the list file's folder; blank lines and # comments skipped)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir():
+        return [(path.name, path)]  # a single image
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not found:
+            raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {path}")
+        return [(p.name, p) for p in found]
+    if not path.is_file():
+        raise ValueError(f"--images {path}: no such folder or list file")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read list file {path}: {err}") from None
+    entries = [line.strip() for line in lines]
+    entries = [e for e in entries if e and not e.startswith("#")]
+    if not entries:
+        raise ValueError(f"list file {path} names no images")
+    return [(e, path.parent / e) for e in entries]
+
+
+def image_items(path: Path, shape: tuple[int, int, int]) -> list[Item]:
+    """Validate every listed image (readable, the model's size and mode) and fingerprint it."""
+    items: list[Item] = []
+    names: dict[str, Path] = {}
+    files: set[Path] = set()
+    for given, file in list_images(path):
+        if file.resolve() in files:
+            continue  # the same file listed twice
+        name = output_stem(given)
+        if name in names:
+            raise ValueError(f"inputs {names[name]} and {file} would both write {name}__*.png; rename one")
+        load_image(file, shape)  # raises a clear ValueError for a missing, unreadable or mismatched image
+        names[name] = file
+        files.add(file.resolve())
+        items.append(Item(name, source=str(file), digest=file_sha256(file)))
+    return items
+
+
+def check_output_dir(path: Path, images: Path | None) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output folder {path} is a file")
+    parent = path.resolve().parent
+    if not path.exists() and not parent.is_dir():
+        raise ValueError(f"output folder's parent {parent} does not exist")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise ValueError(f"output folder {path if path.exists() else parent} is not writable")
+    if images is not None and images.is_dir() and path.exists() and path.resolve() == images.resolve():
+        raise ValueError("the output folder must not be the input folder")
+
+
+def prepare(args, device: torch.device | str) -> Job:
+    """Check every input and build the job; raises ValueError (and writes nothing) on bad input."""
+    check_output_dir(args.output_dir, args.images)
+    edits = list(args.edit or [])
+    if args.alphas is not None and not args.direction:
+        raise ValueError("--alphas needs --direction INDEX (or give whole edits with --edit INDEX:ALPHA)")
+    if not edits and not args.direction:
+        raise ValueError("give at least one edit: --direction INDEX [--alphas=-2,2] or --edit INDEX:ALPHA[,...]")
+    dfile = Path(args.directions)
+    if not dfile.is_file():
+        raise ValueError(f"directions file not found: {dfile}")
+    model = load_model(args.model, device=str(device))
+    settings = {name: getattr(args, name, None) for name in ("location", "t_edit", "alphas")}
+    for name, value in settings.items():
+        if value is None:
+            settings[name] = model.edit_defaults.get(name, GENERIC_DEFAULTS[name])
+    if model.image_shape[0] not in PNG_MODES:
+        raise ValueError(f"cannot write {model.image_shape[0]}-channel images as PNG")
+    for index in args.direction or []:
+        edits.extend(EditSpec((index,), (float(a),)) for a in settings["alphas"])
+    edits = list({e.tag: e for e in edits}.values())  # the same edit twice would write the same file
+    all_dirs = Directions.load(dfile, expect_dim=editing.location_dims(model, settings["location"]))
+    columns = sorted({i for e in edits for i in e.indices})
+    directions = all_dirs.select(columns)
+    if args.seeds is not None:
+        items = [Item(f"seed{s}", seed=s) for s in args.seeds]
+    else:
+        items = image_items(args.images, model.image_shape)
+    return Job(
+        model=model,
+        directions=directions,
+        columns=columns,
+        directions_file=str(dfile),
+        directions_sha256=file_sha256(dfile),
+        items=items,
+        edits=edits,
+        output_dir=args.output_dir,
+        steps=args.steps,
+        t_edit=int(settings["t_edit"]),
+        location=settings["location"],
+        asymmetric=args.asymmetric,
+        batch_size=args.batch_size,
+        scale=args.scale,
+    )
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a manifest (part); a line cut short by an interrupted run is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        name = rec.get("output") if isinstance(rec, dict) else None
+        if isinstance(name, str) and name and PurePath(name).name == name:
+            records.append(rec)
+    return records
+
+
+def merge_manifest(out: Path, order: list[str]) -> int:
+    """Merge the per-process parts into ``manifest.jsonl`` (newest record per output, outputs missing on disk
+    dropped, this run's outputs first in ``order``), remove the parts, and return how many records they held."""
+    parts = sorted((p for p in out.iterdir() if PART.fullmatch(p.name)), key=lambda p: int(PART.fullmatch(p.name)[1]))
+    records = {rec["output"]: rec for rec in read_records(out / MANIFEST)}
+    added = 0
+    for part in parts:
+        for rec in read_records(part):
+            records[rec["output"]] = rec
+            added += 1
+    present = {name: rec for name, rec in records.items() if (out / name).is_file()}
+    ordered = [present.pop(name) for name in order if name in present] + list(present.values())
+    text = "".join(json.dumps(rec) + "\n" for rec in ordered)
+    atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    for part in parts:
+        part.unlink()
+    return added
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of writes that a killed run never finished (atomic_write's ``.NAME.*.tmp``)."""
+    for tmp in itertools.chain(out.glob(".*.png.*.tmp"), out.glob(f".{MANIFEST}.*.tmp")):
+        tmp.unlink(missing_ok=True)
+
+
+def is_done(job: Job, record: dict | None, item: Item, edit: EditSpec) -> bool:
+    """Recorded with the current settings, and on disk with the recorded content."""
+    if record is None:
+        return False
+    want = job.record(item, edit)
+    if any(record.get(k) != want[k] for k in KEY_FIELDS):
+        return False
+    path = job.output_dir / want["output"]
+    return path.is_file() and file_sha256(path) == record.get("sha256")
+
+
+def pending_batches(job: Job) -> list[tuple[list[int], list[str]]]:
+    """(item indices, outputs still to write) of every batch with work left."""
+    manifest = {rec["output"]: rec for rec in read_records(job.output_dir / MANIFEST)}
+    pending = []
+    for indices in job.batches():
+        todo = [
+            job.output(job.items[i], edit)
+            for i in indices
+            for edit in job.edits
+            if not is_done(job, manifest.get(job.output(job.items[i], edit)), job.items[i], edit)
+        ]
+        if todo:
+            pending.append((indices, todo))
+    return pending
+
+
+def png_bytes(pixels, scale: int) -> bytes:
+    """(H, W, C) uint8 -> PNG file bytes, upscaled by ``scale`` (nearest)."""
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, PNG_MODES[pixels.shape[-1]])
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_batch(job: Job, indices: list[int], todo: list[str], process: int = 0) -> Iterator[dict]:
+    """Compute one batch (all its items x all edits, so its content is fixed) and write the outputs in ``todo``;
+    yield the manifest record of each file written."""
+    model, items = job.model, [job.items[i] for i in indices]
+    if items[0].seed is not None:
+        x_t = editing.noise_from_seeds(model, [item.seed for item in items])
+    else:
+        images = torch.cat([load_image(item.source, model.image_shape) for item in items])
+        x_t = editing.invert(model, model.encode(images), job.steps)
+    n_edits = len(job.edits)
+    edited = editing.edit_images(
+        model,
+        x_t.repeat_interleave(n_edits, dim=0),
+        job.directions,
+        job.alpha_matrix().repeat(len(items), 1),
+        job.steps,
+        job.t_edit,
+        job.location,
+        job.asymmetric,
+        job.batch_size,
+    )
+    pixels = to_uint8(model.decode(edited))
+    wanted = set(todo)
+    for k, (item, edit) in enumerate(itertools.product(items, job.edits)):
+        name = job.output(item, edit)
+        if name not in wanted:
+            continue
+        data = png_bytes(pixels[k], job.scale)
+        atomic_write(job.output_dir / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
+        yield job.record(item, edit, hashlib.sha256(data).hexdigest(), process)
+
+
+def cmd_batch(args) -> None:
+    """Validate, shard the batches still to do over the processes, write outputs and merge the manifest."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState(cpu=args.cpu or not torch.cuda.is_available())
+    try:
+        job = prepare(args, state.device)
+    except ValueError:
+        if not state.is_main_process:
+            raise SystemExit(2) from None  # every process finds the same problem; the main process reports it
+        raise
+    out, order = job.output_dir, job.outputs()
+    pending = None
+    if state.is_main_process:
+        out.mkdir(exist_ok=True)
+        remove_stale_temporaries(out)
+        merge_manifest(out, order)  # parts left by an interrupted run
+        pending = pending_batches(job)
+        todo = sum(len(t) for _, t in pending)
+        print(
+            f"{len(order)} outputs ({len(job.items)} {'seeds' if job.items[0].seed is not None else 'images'} x "
+            f"{len(job.edits)} edits): {len(order) - todo} already done, {todo} to write on "
+            f"{state.num_processes} process(es) ({state.device})",
+            flush=True,
+        )
+    pending = broadcast_object_list([pending])[0]
+    start = time.perf_counter()
+    with state.split_between_processes(pending) as mine:
+        part = out / f"manifest.rank{state.process_index}.jsonl"
+        total = sum(len(t) for _, t in mine)
+        bar = tqdm(total=total, desc="batch", unit="img", disable=not state.is_main_process or not total)
+        with open(part, "a") as log, bar:
+            for indices, todo in mine:
+                for rec in run_batch(job, indices, todo, state.process_index):
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.update()
+    state.wait_for_everyone()
+    elapsed = time.perf_counter() - start
+    if state.is_main_process:
+        written = merge_manifest(out, order)
+        rate = f" in {elapsed:.2f} s ({written / elapsed:.3f} images/s)" if written else ""
+        print(f"wrote {written} images{rate} to {out}; manifest {out / MANIFEST}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """The ``batch`` subcommand (``sub`` is the subparsers object of ``eigenedit``)."""
+    p = sub.add_parser(
+        "batch",
+        parents=parents,
+        help="edit many seeds or images -> folder of PNGs + manifest (resumable; accelerate launch for processes)",
+        description="One PNG per (seed or image, edit) in the output folder, and manifest.jsonl. A re-run skips "
+        "outputs already done. Several processes (GPUs, or CPU processes with gloo): accelerate launch --multi_gpu "
+        "--num_processes N -m eigenedit.batch ARGS.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--seeds", type=parse_seeds, help="seeds to generate from, e.g. 0-99 or 0,5,7-9")
+    source.add_argument("--images", type=Path, help="an image, a folder of images, or a list file (one path a line)")
+    p.add_argument("--directions", type=Path, required=True, help="directions file (eigenedit directions -o)")
+    p.add_argument(
+        "--edit", type=parse_edit, action="append", metavar="I:A[,I:A...]", help="one edit (terms summed); repeat"
+    )
+    p.add_argument("--direction", type=direction_index, action="append", help="direction index; repeat")
+    p.add_argument("--alphas", type=parse_alphas, default=None, help="alphas of each --direction (default: model's)")
+    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--t-edit", type=int, default=None, help="edit at timesteps t >= t_edit (default: the model's)")
+    p.add_argument("--location", default=None, help="module whose output is shifted (default: the model's)")
+    p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=16,
+        help="images per batch; it fixes how work is grouped, so keep it when resuming or comparing runs",
+    )
+    p.add_argument("--scale", type=positive_int, default=1, help="upscaling of each PNG")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    p.add_argument("-o", "--output-dir", type=Path, required=True, help="output folder (created if missing)")
+    p.set_defaults(func=cmd_batch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eigenedit.batch ARGS`` is ``eigenedit batch ARGS`` (handy after ``accelerate launch -m``)."""
+    from eigenedit.cli import main as cli_main
+
+    return cli_main(["batch", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,600 @@
+"""``eigenedit ui``: a web page (gradio) that edits a generated or uploaded image with one slider per direction.
+
+The work is done by ``EditorState`` (plain Python with caches, testable without a browser or gradio);
+``Callbacks`` turns widget values into its calls and errors into the status line, and ``build_app`` only lays out
+the page. gradio is optional: ``pip install "eigenedit[ui]"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from eigenedit import editing
+from eigenedit.attention import list_attention_layers, read_attention_weights
+from eigenedit.directions import Directions, compute_directions
+from eigenedit.factorize import DECOMPOSITIONS
+from eigenedit.io import save_png, to_uint8
+from eigenedit.models import DEFAULT_MODEL, SHIPPED_MODELS, TERRAIN_MODEL, DiffusionModel, load_model
+
+N_SLIDERS = 5  # directions edited at once: first, first + 1, ...
+DEFAULT_STEPS = 10  # DDIM steps of the preview: few, for speed
+DISPLAY_SIZE = 256  # shown images are upscaled (nearest neighbour) to about this many pixels
+LABEL_SEEDS = 8  # seeds scored per direction by the "label" button (as ``eigenedit directions --label``)
+LABEL_STEPS = 20
+LABELLED_MODELS = {"shapes32"}  # models whose images the analytic shapes factor estimator can read
+MERGED = "merged"  # the head choice for all heads together
+DECOMPOSITION_CHOICES = (*DECOMPOSITIONS, "random")
+INSTALL_HINT = 'the web UI needs gradio: pip install "eigenedit[ui]"'
+
+
+def model_choices(current: str = DEFAULT_MODEL) -> list[str]:
+    """The short names load_model knows (shipped folders, the packaged terrain model), and ``current``."""
+    return list(dict.fromkeys([*SHIPPED_MODELS, TERRAIN_MODEL, current]))
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything a preview depends on except the slider values; None means the model's default."""
+
+    model: str = DEFAULT_MODEL
+    layer: str | None = None
+    decomposition: str | None = None
+    head: int | None = None
+    fold_norm: bool = False
+    first: int = 0  # direction index of the first slider
+    seed: int = 0
+    steps: int = DEFAULT_STEPS
+    t_edit: int | None = None
+    location: str | None = None
+
+
+@dataclass
+class Start:
+    """Where sampling starts: x_T, a cache key for it, a note for the status line, and the uploaded pixels."""
+
+    x_t: torch.Tensor
+    key: Hashable
+    note: str
+    pixels: torch.Tensor | None = None
+
+
+@dataclass
+class Preview:
+    """One render: the unedited and the edited image ((1, C, H, W) in [-1, 1]) and what it took."""
+
+    plain: torch.Tensor
+    edited: torch.Tensor
+    seconds: float
+    note: str
+
+
+class LRU(OrderedDict):
+    """A small least-recently-used cache."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> tuple[Any, bool]:
+        """(value, True if it was computed now)."""
+        if key in self:
+            self.move_to_end(key)
+            return self[key], False
+        value = make()
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value, True
+
+
+def prepare_image(image: np.ndarray | Image.Image, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+    """An uploaded picture -> (1, C, H, W) in [-1, 1] at the model's size (centre crop and resize if needed)."""
+    channels, height, width = shape
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise ValueError(f"uploads need a model with 1 or 3 channels; this one has {channels}")
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    img = img.convert(mode)
+    note = ""
+    if img.size != (width, height):
+        note = f"upload resized from {img.width}x{img.height} to {width}x{height}"
+        img = ImageOps.fit(img, (width, height), Image.BICUBIC)
+    arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).reshape(height, width, channels)
+    return arr.permute(2, 0, 1)[None] / 127.5 - 1, note
+
+
+def to_pil(image: torch.Tensor, size: int = 0) -> Image.Image:
+    """(1, C, H, W) in [-1, 1] -> RGB PIL image, upscaled by an integer factor to about ``size`` pixels."""
+    arr = to_uint8(image)[0]
+    pil = Image.fromarray(np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr)
+    scale = max(1, size // max(pil.size))
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST) if scale > 1 else pil
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha1(tensor.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "model"
+
+
+class EditorState:
+    """Models, directions, inversions and unedited images, each cached, shared by every page of one server.
+
+    ``misses`` counts what was computed (model, defaults, directions, location, inversion, plain, edit), so tests
+    can see cache hits.
+    """
+
+    def __init__(self, loader: Callable[[str], DiffusionModel] = load_model, workdir: str | Path | None = None):
+        self._loader = loader
+        self._models, self._directions, self._dims = LRU(2), LRU(64), LRU(64)
+        self._noise, self._plain, self._defaults = LRU(16), LRU(32), LRU(8)
+        self._labels: dict[tuple, dict[int, str]] = {}
+        self._files: dict[tuple, Path] = {}
+        self.misses: Counter[str] = Counter()
+        self._lock = threading.RLock()  # gradio calls from worker threads; the scheduler has state
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="eigenedit-ui-")
+        self.workdir = Path(workdir or self._tmp.name)
+
+    def _cached(self, cache: LRU, kind: str, key: Hashable, make: Callable[[], Any]) -> Any:
+        value, made = cache.get_or_make(key, make)
+        self.misses[kind] += made
+        return value
+
+    # -- model and its defaults -------------------------------------------------------------------------------
+    def model(self, name: str) -> DiffusionModel:
+        name = (name or "").strip()
+        if not name:
+            raise ValueError(f"choose a model: {', '.join(model_choices())}, a local folder or a hub id")
+        with self._lock:
+            return self._cached(self._models, "model", name, lambda: self._loader(name))
+
+    def defaults(self, name: str) -> dict:
+        """The generic edit defaults overridden by the model's eigenedit.json, plus ``alpha_max`` (slider range),
+        ``preview_steps`` (the model's steps, at most DEFAULT_STEPS), ``layers`` and ``timesteps``."""
+        from eigenedit.cli import GENERIC_DEFAULTS
+
+        model = self.model(name)
+
+        def make() -> dict:
+            out = {key: model.edit_defaults.get(key, generic) for key, generic in GENERIC_DEFAULTS.items()}
+            out["alpha_max"] = float(max(abs(a) for a in out["alphas"]) or 1.0)
+            out["preview_steps"] = min(int(out.get("steps", DEFAULT_STEPS)), DEFAULT_STEPS)
+            out["layers"] = [layer.name for layer in list_attention_layers(model.unet)]
+            out["timesteps"] = int(model.scheduler.config.num_train_timesteps)
+            return out
+
+        with self._lock:
+            return dict(self._cached(self._defaults, "defaults", name.strip(), make))
+
+    def resolve(self, view: View) -> View:
+        """The view with every None filled from the model's defaults."""
+        d = self.defaults(view.model)
+        return replace(
+            view,
+            layer=view.layer or d["layer"],
+            decomposition=view.decomposition or d["decomposition"],
+            t_edit=d["t_edit"] if view.t_edit is None else int(view.t_edit),
+            location=view.location or d["location"],
+        )
+
+    def heads(self, name: str, layer: str) -> int:
+        return read_attention_weights(self.model(name).unet, layer).heads
+
+    def can_label(self, name: str) -> bool:
+        """Automatic labels need images the shapes factor estimator can read."""
+        return (name or "").strip() in LABELLED_MODELS or self.model(name).edit_defaults.get("labeller") == "shapes"
+
+    # -- directions ------------------------------------------------------------------------------------------
+    def _direction_key(self, view: View) -> tuple:
+        return (view.model, view.layer, view.decomposition, view.head, view.fold_norm)
+
+    def directions(self, view: View) -> Directions:
+        """All directions of the view's layer and decomposition, with the labels found so far."""
+        view = self.resolve(view)
+        if view.decomposition not in DECOMPOSITION_CHOICES:
+            raise ValueError(f"unknown decomposition {view.decomposition!r}; choose from {DECOMPOSITION_CHOICES}")
+        key = self._direction_key(view)
+        model = self.model(view.model)
+
+        def make() -> Directions:
+            return compute_directions(
+                model.unet, view.layer, view.decomposition, view.head, view.fold_norm, model.model_id
+            )
+
+        with self._lock:
+            dirs = self._cached(self._directions, "directions", key, make)
+        known = self._labels.get(key, {})
+        labels = [known.get(i, "") for i in range(len(dirs))]
+        return Directions(dirs.vectors, dirs.values, dict(dirs.metadata, labels=labels))
+
+    def shown(self, view: View) -> list[int]:
+        """Indices of the directions on the sliders."""
+        count = len(self.directions(view))
+        if not 0 <= view.first < count:
+            raise ValueError(f"first direction {view.first} out of range: this set has {count} (0..{count - 1})")
+        return list(range(view.first, min(view.first + N_SLIDERS, count)))
+
+    def slider_labels(self, view: View) -> list[str]:
+        dirs = self.directions(view)
+        values, labels = dirs.values.tolist(), dirs.labels
+        return [f"direction {i} (value {values[i]:.3g}) {labels[i]}".strip() for i in self.shown(view)]
+
+    def table(self, view: View) -> list[list]:
+        """Rows (index, eigen/singular value, label) of every direction."""
+        dirs = self.directions(view)
+        return [[i, round(v, 6), lab] for i, (v, lab) in enumerate(zip(dirs.values.tolist(), dirs.labels, strict=True))]
+
+    def label(self, view: View, alpha: float) -> list[str]:
+        """Name the shown directions by the shapes factor each moves most at +-alpha (about 10 s on 2 cores)."""
+        from eigenedit.evaluation import evaluate_directions
+
+        if not self.can_label(view.model):
+            raise ValueError(f"automatic labels need a shapes model ({', '.join(sorted(LABELLED_MODELS))})")
+        view = self.resolve(view)
+        indices = self.shown(view)
+        model = self.model(view.model)
+        with self._lock:
+            chosen = self.directions(view).select(indices)
+            seeds = list(range(LABEL_SEEDS))
+            scores, _ = evaluate_directions(model, chosen, seeds, alpha, LABEL_STEPS, view.t_edit, view.location)
+            known = self._labels.setdefault(self._direction_key(view), {})
+            known.update({i: s.label for i, s in zip(indices, scores, strict=True)})
+        return [s.label for s in scores]
+
+    def _check_location(self, view: View, dirs: Directions) -> None:
+        model = self.model(view.model)
+        with self._lock:
+            dims = self._cached(
+                self._dims, "location", (view.model, view.location), lambda: editing.location_dims(model, view.location)
+            )
+        if dirs.dim not in dims:
+            raise ValueError(
+                f"directions of {view.layer} have {dirs.dim} channels, but the edit location {view.location} has "
+                f"{dims[0]}: choose another location or layer"
+            )
+
+    # -- images ----------------------------------------------------------------------------------------------
+    def start(self, view: View, image: np.ndarray | Image.Image | None) -> Start:
+        """x_T of the seed, or of the DDIM inversion of ``image`` (computed once per image and step count)."""
+        model = self.model(view.model)
+        if image is None:
+            return Start(editing.noise_from_seeds(model, [view.seed]), ("seed", view.seed), f"seed {view.seed}")
+        pixels, note = prepare_image(image, model.image_shape)
+        key = ("image", _digest(pixels), view.steps)
+        with self._lock:
+            x_t = self._cached(
+                self._noise,
+                "inversion",
+                (view.model, *key),
+                lambda: editing.invert(model, model.encode(pixels), view.steps),
+            )
+        return Start(x_t, key, ", ".join(filter(None, ["uploaded image (DDIM-inverted)", note])), pixels)
+
+    def render(self, view: View, alphas: Sequence[float], image: np.ndarray | Image.Image | None = None) -> Preview:
+        """The unedited and the edited image for slider values ``alphas`` (one per shown direction)."""
+        start = time.perf_counter()
+        view = self.resolve(view)
+        if view.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {view.steps}")
+        dirs = self.directions(view)
+        indices = self.shown(view)
+        weights = torch.tensor([float(a or 0.0) for a in alphas][: len(indices)], dtype=torch.float32)
+        weights = torch.cat([weights, torch.zeros(len(indices) - len(weights))])
+        if not torch.isfinite(weights).all():
+            raise ValueError("slider values must be finite numbers")
+        model = self.model(view.model)
+        begin = self.start(view, image)
+        with self._lock:
+            plain = self._cached(
+                self._plain,
+                "plain",
+                (view.model, begin.key, view.steps),
+                lambda: model.decode(editing.sample(model, begin.x_t, view.steps)),
+            )
+            edited = plain
+            if weights.any():
+                self._check_location(view, dirs)
+                edit = editing.Edit(dirs.select(indices), weights[None], view.t_edit, view.location)
+                edited = model.decode(editing.sample(model, begin.x_t, view.steps, edit))
+                self.misses["edit"] += 1
+        note = begin.note
+        if begin.pixels is not None:
+            note += f", reconstruction PSNR {editing.psnr(plain, begin.pixels).item():.1f} dB"
+        return Preview(plain, edited, time.perf_counter() - start, note)
+
+    # -- files -----------------------------------------------------------------------------------------------
+    def image_file(self, image: torch.Tensor) -> Path:
+        """The image as a PNG at the model's own resolution (so it can be uploaded and edited again)."""
+        path = self.workdir / f"edited-{_digest(image)}.png"
+        if not path.exists():
+            arr = to_uint8(image)[0]
+            save_png(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr), path)
+        return path
+
+    def directions_file(self, view: View) -> Path:
+        """All directions of the view (with the labels found so far) as a safetensors file."""
+        view = self.resolve(view)
+        dirs = self.directions(view)
+        key = (*self._direction_key(view), tuple(dirs.labels))
+        with self._lock:
+            if key not in self._files:
+                head = "" if view.head is None else f"-head{view.head}"
+                fold = "-foldnorm" if view.fold_norm else ""
+                name = f"{_slug(view.model)}-{view.layer}-{view.decomposition}{head}{fold}-{len(self._files)}"
+                dirs.save(self.workdir / f"{name}.safetensors")
+                self._files[key] = self.workdir / f"{name}.safetensors"
+            return self._files[key]
+
+
+def status_line(view: View, preview: Preview) -> str:
+    return (
+        f"{preview.note}; {view.steps} DDIM steps; edit at `{view.location}` for t >= {view.t_edit}; "
+        f"rendered in {preview.seconds * 1e3:.0f} ms"
+    )
+
+
+def error_line(err: Exception) -> str:
+    return f"**Error:** {err}"
+
+
+def require_gradio():
+    """The gradio module, or a ValueError that says how to install it."""
+    try:
+        import gradio
+    except ImportError:
+        raise ValueError(INSTALL_HINT) from None
+    return gradio
+
+
+# widget values, in this order, are the inputs of every event
+CONTROL_NAMES = ("model", "layer", "decomposition", "head", "fold_norm", "first", "seed", "steps", "t_edit", "location")
+
+
+def view_from(values: Sequence) -> View:
+    """A View from the widget values in CONTROL_NAMES order."""
+    v = dict(zip(CONTROL_NAMES, values, strict=True))
+    head = v["head"]
+    return View(
+        model=(v["model"] or "").strip(),
+        layer=v["layer"] or None,
+        decomposition=v["decomposition"] or None,
+        head=None if head in (None, "", MERGED) else int(head),
+        fold_norm=bool(v["fold_norm"]),
+        first=int(v["first"] or 0),
+        seed=int(v["seed"] or 0),
+        steps=int(v["steps"] or DEFAULT_STEPS),
+        t_edit=None if v["t_edit"] is None else int(v["t_edit"]),
+        location=(v["location"] or "").strip() or None,
+    )
+
+
+class Callbacks:
+    """gradio event handlers. Each takes the widget values (CONTROL_NAMES, alpha_max, upload, sliders) and
+    returns the outputs listed in ``build_app``; a ValueError becomes the status line, never a crash."""
+
+    def __init__(self, state: EditorState):
+        self.state = state
+        self.gr = require_gradio()
+
+    def _split(self, values: Sequence) -> tuple[View, float, Any, list[float]]:
+        n = len(CONTROL_NAMES)
+        alpha_max = float(values[n] or 1.0)
+        return view_from(values[:n]), alpha_max, values[n + 1], [float(a or 0.0) for a in values[n + 2 :]]
+
+    def model_changed(self, name: str) -> tuple:
+        """A new model: its layers, heads and defaults; sliders back to 0.
+        Outputs: layer, decomposition, head, fold_norm, first, steps, t_edit, location, alpha_max, *sliders, status."""
+        gr, keep = self.gr, self.gr.update()
+        try:
+            d = self.state.defaults(name)
+            heads = self.state.heads(name, d["layer"])
+        except ValueError as err:
+            return (*[keep] * (9 + N_SLIDERS), error_line(err))
+        locations = list(dict.fromkeys([d["location"], editing.DEFAULT_LOCATION, *d["layers"]]))
+        return (
+            gr.update(choices=d["layers"], value=d["layer"]),
+            gr.update(value=d["decomposition"]),
+            gr.update(choices=head_choices(heads), value=MERGED),
+            gr.update(value=False),
+            gr.update(value=0),
+            gr.update(value=d["preview_steps"]),
+            gr.update(value=d["t_edit"], maximum=d["timesteps"]),
+            gr.update(choices=locations, value=d["location"]),
+            gr.update(value=d["alpha_max"]),
+            *[gr.update(value=0.0) for _ in range(N_SLIDERS)],
+            f"loaded model `{name.strip()}`",
+        )
+
+    def layer_changed(self, name: str, layer: str) -> tuple:
+        """Outputs: head."""
+        try:
+            return (self.gr.update(choices=head_choices(self.state.heads(name, layer)), value=MERGED),)
+        except ValueError:
+            return (self.gr.update(),)  # the refresh that follows reports the error
+
+    def refresh(self, *values) -> tuple:
+        """Everything: directions table, sliders, images, files.
+        Outputs: plain, edited, status, png file, directions file, table, label button, *sliders."""
+        gr, keep = self.gr, self.gr.update()
+        view, alpha_max, image, alphas = self._split(values)
+        try:
+            labels = self.state.slider_labels(view)
+            table = self.state.table(view)
+            can_label = self.state.can_label(view.model)
+            dirs_file = str(self.state.directions_file(view))
+            preview_out = self._preview(view, image, alphas)
+        except ValueError as err:
+            return (None, None, error_line(err), None, keep, keep, keep, *[keep] * N_SLIDERS)
+        sliders = [
+            gr.update(label=labels[i], minimum=-alpha_max, maximum=alpha_max, step=alpha_max / 40, visible=True)
+            if i < len(labels)
+            else gr.update(visible=False, value=0.0)
+            for i in range(N_SLIDERS)
+        ]
+        return (*preview_out, dirs_file, table, gr.update(interactive=can_label), *sliders)
+
+    def preview(self, *values) -> tuple:
+        """Just the images (a slider moved). Outputs: plain, edited, status, png file."""
+        view, _, image, alphas = self._split(values)
+        try:
+            return self._preview(view, image, alphas)
+        except ValueError as err:
+            return (None, None, error_line(err), None)
+
+    def _preview(self, view: View, image, alphas: list[float]) -> tuple:
+        preview = self.state.render(view, alphas, image)
+        resolved = self.state.resolve(view)
+        return (
+            to_pil(preview.plain, DISPLAY_SIZE),
+            to_pil(preview.edited, DISPLAY_SIZE),
+            status_line(resolved, preview),
+            str(self.state.image_file(preview.edited)),
+        )
+
+    def label(self, *values) -> tuple:
+        """Label the shown directions. Outputs: table, directions file, status, *sliders."""
+        keep = self.gr.update()
+        view, alpha_max, _, _ = self._split(values)
+        try:
+            start = time.perf_counter()
+            found = self.state.label(view, alpha_max)
+            labels = self.state.slider_labels(view)
+            table, dirs_file = self.state.table(view), str(self.state.directions_file(view))
+        except ValueError as err:
+            return (keep, keep, error_line(err), *[keep] * N_SLIDERS)
+        status = f"labels at alpha +-{alpha_max:g}: {', '.join(found)} ({time.perf_counter() - start:.1f} s)"
+        sliders = [self.gr.update(label=lab) for lab in labels] + [keep] * (N_SLIDERS - len(labels))
+        return (table, dirs_file, status, *sliders)
+
+
+def head_choices(heads: int) -> list[str]:
+    return [MERGED, *map(str, range(heads))] if heads > 1 else [MERGED]
+
+
+def _settings_column(gr, state: EditorState, model: str, d: dict, steps: int) -> dict:
+    """The left column: model, layer, decomposition, head, upload and the sampling settings."""
+    locations = list(dict.fromkeys([d["location"], editing.DEFAULT_LOCATION, *d["layers"]]))
+    w = {}
+    w["model"] = gr.Dropdown(
+        model_choices(model),
+        value=model,
+        label="model (shipped name, local folder or hub id)",
+        allow_custom_value=True,
+        elem_id="model",
+    )
+    w["layer"] = gr.Dropdown(d["layers"], value=d["layer"], label="self-attention layer")
+    w["decomposition"] = gr.Dropdown(list(DECOMPOSITION_CHOICES), value=d["decomposition"], label="decomposition")
+    w["head"] = gr.Dropdown(head_choices(state.heads(model, d["layer"])), value=MERGED, label="head")
+    w["fold_norm"] = gr.Checkbox(False, label="fold the GroupNorm scale into the weights")
+    w["upload"] = gr.Image(
+        type="numpy", label="or edit an uploaded image (inverted once)", sources=["upload"], elem_id="upload"
+    )
+    with gr.Accordion("sampling and edit", open=False):
+        w["seed"] = gr.Number(0, precision=0, label="seed (without an upload)", elem_id="seed")
+        w["steps"] = gr.Slider(1, max(100, steps), value=steps, step=1, label="DDIM steps", elem_id="steps")
+        w["t_edit"] = gr.Slider(0, d["timesteps"], value=d["t_edit"], step=1, label="edit at timesteps t >=")
+        w["location"] = gr.Dropdown(locations, value=d["location"], label="edit location", allow_custom_value=True)
+        w["first"] = gr.Number(0, precision=0, minimum=0, label="direction of the first slider")
+        w["alpha_max"] = gr.Number(d["alpha_max"], minimum=0.01, label="slider range (max |alpha|)")
+    return w
+
+
+def _editor_column(gr, d: dict) -> dict:
+    """The right column: unedited and edited image, sliders, status, downloads, direction table."""
+    w = {}
+    with gr.Row():
+        w["plain"] = gr.Image(label="unedited", type="pil", format="png", interactive=False, elem_id="plain")
+        w["edited"] = gr.Image(label="edited", type="pil", format="png", interactive=False, elem_id="edited")
+    m = d["alpha_max"]
+    w["sliders"] = [
+        gr.Slider(-m, m, value=0.0, step=m / 40, label=f"direction {i}", elem_id=f"alpha-{i}") for i in range(N_SLIDERS)
+    ]
+    w["status"] = gr.Markdown(elem_id="status")
+    with gr.Row():
+        w["png"] = gr.DownloadButton("download edited PNG", elem_id="download-png")
+        w["directions_file"] = gr.DownloadButton("download directions (safetensors)", elem_id="download-directions")
+        w["label"] = gr.Button("label the shown directions (shapes models, about 10 s)")
+    w["table"] = gr.Dataframe(headers=["direction", "value", "label"], interactive=False, max_height=320)
+    return w
+
+
+def _wire(demo, cb: Callbacks, w: dict) -> None:
+    """Connect the events (and the page load); all run on one "model" worker, so renders never overlap."""
+    sliders = w["sliders"]
+    inputs = [*(w[name] for name in CONTROL_NAMES), w["alpha_max"], w["upload"], *sliders]
+    refresh_out = [w[n] for n in ("plain", "edited", "status", "png", "directions_file", "table", "label")] + sliders
+    preview_out = [w["plain"], w["edited"], w["status"], w["png"]]
+    model_out = [w[n] for n in ("layer", "decomposition", "head", "fold_norm", "first", "steps", "t_edit", "location")]
+    model_out += [w["alpha_max"], *sliders, w["status"]]
+    run = dict(concurrency_id="model", concurrency_limit=1)
+    w["model"].change(cb.model_changed, [w["model"]], model_out, **run).then(cb.refresh, inputs, refresh_out, **run)
+    w["layer"].input(cb.layer_changed, [w["model"], w["layer"]], [w["head"]], **run).then(
+        cb.refresh, inputs, refresh_out, **run
+    )
+    for name in ("decomposition", "head", "location", "t_edit", "first", "alpha_max"):
+        w[name].input(cb.refresh, inputs, refresh_out, **run)
+    for name in ("fold_norm", "seed", "steps", "upload"):
+        w[name].change(cb.refresh, inputs, refresh_out, **run)
+    for slider in sliders:
+        slider.input(cb.preview, inputs, preview_out, trigger_mode="always_last", show_progress="hidden", **run)
+    label_out = [w["table"], w["directions_file"], w["status"], *sliders]
+    w["label"].click(cb.label, inputs, label_out, **run)
+    demo.load(cb.refresh, inputs, refresh_out, **run)
+
+
+def build_app(state: EditorState, model: str = DEFAULT_MODEL, steps: int | None = None):
+    """The gradio Blocks page; ``model`` (already loadable) and ``steps`` (default: the model's preview steps)
+    are selected at start."""
+    gr = require_gradio()
+    d = state.defaults(model)
+    steps = steps or d["preview_steps"]
+    with gr.Blocks(title="eigenedit", analytics_enabled=False) as demo:
+        gr.Markdown("## eigenedit: edit along the eigenvectors of a self-attention layer")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                widgets = _settings_column(gr, state, model, d, steps)
+            with gr.Column(scale=2):
+                widgets |= _editor_column(gr, d)
+        _wire(demo, Callbacks(state), widgets)
+    return demo
+
+
+def launch(
+    model: str = DEFAULT_MODEL,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    steps: int | None = None,
+) -> None:
+    """Load ``model`` (errors before any server starts), build the page and serve it until interrupted."""
+    require_gradio()
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in 1..65535, got {port}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    state = EditorState()
+    state.model(model)
+    demo = build_app(state, model, steps)
+    try:
+        demo.queue().launch(
+            server_name=host, server_port=port, share=share, show_error=True, quiet=not share, prevent_thread_lock=True
+        )
+    except OSError:
+        raise ValueError(f"cannot serve on {host}:{port}: is the port in use? choose another with --port") from None
+    print(f"eigenedit ui: model {model} at http://{host}:{port} (Ctrl+C stops)", flush=True)
+    demo.block_thread()
