@@ -30,6 +30,7 @@ from readme_section import replace_section  # noqa: E402
 from eigenedit import editing, fashion  # noqa: E402
 from eigenedit.baselines import collect_hidden, pca_directions  # noqa: E402
 from eigenedit.directions import Directions, compute_directions  # noqa: E402
+from eigenedit.evaluation import zeroing_sensitivity  # noqa: E402
 from eigenedit.io import atomic_write, image_grid, save_png  # noqa: E402
 from eigenedit.metrics import frechet_distance, ssim  # noqa: E402
 from eigenedit.models import load_model  # noqa: E402
@@ -132,12 +133,80 @@ def markdown(n: dict) -> str:
             f"| {row['location']} | {row['method']} | {mono}/{len(scores)} | {mean('effect'):.2f} | "
             f"{mean('class_change'):.2f} | {mean('pixel_change'):.3f} | {labels} |"
         )
+    zero = ", ".join(f"`{loc}` {v:.4f}" for loc, v in n["zeroing"].items())
     lines += [
+        "",
+        f"Mean pixel change (0..1) when a module's output is replaced by zeros at every step: {zero}.",
         "",
         f"One edit / one plain sample (median time ratio, same run): {n['edits']['edit_over_plain']:.3f}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def card(n: dict, config: dict) -> str:
+    """The model card, every number from ``n`` (this script's measurements) or the training config."""
+    q, inv, unet = n["sample_quality"], n["inversion"], config["unet"]
+    rows = [
+        f"| {layer} | {name} | {s['trained'][name]['top5']} | {s['init'][name]['top5']} | "
+        f"{s['trained'][name]['effective_rank']} / {s['init'][name]['effective_rank']} |"
+        for layer, s in n["spectra"].items()
+        for name in ("qk", "ov-left", "qkv")
+    ]
+    change = "; ".join(
+        f"{layer}: " + ", ".join(f"W_{m} {v}" for m, v in c.items()) for layer, c in n["relative_weight_change"].items()
+    )
+    return (
+        f"""# fashion32: a small DDPM on Fashion-MNIST, trained by eigenedit
+
+A DDPM ({config["prediction_type"]} prediction, {config["beta_schedule"]} betas, 1000 steps) on Fashion-MNIST
+(Debian `dataset-fashion-mnist`: 28x28 grey photos of clothes, padded to 32x32), trained by
+`python -m eigenedit.training --dataset fashion-mnist` (config and loss log:
+`training/fashion32/checkpoint/state.json`).
+EMA weights, diffusers `UNet2DModel` + `DDPMScheduler` layout. `classifier/` holds the project's probe classifier
+(`eigenedit.fashion.FashionClassifier`, test accuracy {n["classifier_test_accuracy"]:.3f}).
+
+- UNet: block_out_channels {list(unet["block_out_channels"])}, layers_per_block {unet["layers_per_block"]}, attention
+  head dim {unet["attention_head_dim"]}, self-attention at 4x4 (down block 3, up block 0, mid-block).
+- Training: {n["training_steps"]} steps of batch {config["batch_size"]}, AdamW lr {config["lr"]} (warm-up
+  {config["warmup_steps"]}, cosine to {config["min_lr"]}), weight decay {config["weight_decay"]} on matrices, min-SNR
+  gamma {config["snr_gamma"]}, EMA {config["ema_decay"]}; final training loss {n["final_loss"]:.4f}.
+
+## Measured by `benchmarks/fashion.py`
+
+- Samples ({q["samples"]}, {q["steps"]} DDIM steps): Frechet distance on the classifier's features to real test
+  photos {q["fd_samples_test"]:.2f} (real train vs test photos, same count: {q["fd_train_test"]:.2f}; noise images:
+  {q["fd_noise_test"]:.1f}); mean classifier confidence {q["mean_confidence"]:.3f} (real photos
+  {q["mean_confidence_real"]:.3f}); predicted class frequencies {q["class_frequencies"]}.
+- DDIM inversion of {inv["images"]} real test photos ({inv["steps"]} steps): PSNR median {inv["psnr_median"]:.2f} dB
+  (min {inv["psnr_min"]:.2f}), SSIM median {inv["ssim_median"]:.3f} (min {inv["ssim_min"]:.3f}).
+
+## Attention spectra, trained vs initialisation (absolute values, merged heads)
+
+| layer | decomposition | trained top 5 | init top 5 | effective rank trained / init |
+|---|---|---|---|---|
+"""
+        + "\n".join(rows)
+        + f"""
+
+Relative change of the weights from initialisation, ||W - W0|| / ||W0||: {change}.
+
+![samples](samples.png) ![inversion](inversion.png)
+"""
+    )
+
+
+def measured_defaults(rows: list[dict], alpha: float) -> dict:
+    """The weight decomposition and location with the most monotonic directions (then the largest mean effect)."""
+    weight_rows = [r for r in rows if r["method"] not in ("random", "pca-h")]
+
+    def key(row: dict) -> tuple:
+        scores = row["directions"]
+        return (sum(s["monotonic"] for s in scores), sum(s["effect"] for s in scores) / len(scores))
+
+    best = max(weight_rows, key=key)
+    return {"layer": best["layer"], "location": best["location"], "decomposition": best["method"], "t_edit": 500,
+            "alphas": [-alpha, -alpha / 2, 0.0, alpha / 2, alpha]}  # fmt: skip
 
 
 def main() -> None:
@@ -153,6 +222,7 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=4.0)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--pca-seeds", type=int, default=200)
+    p.add_argument("--no-readme", dest="readme", action="store_false", help="do not update README.md's section")
     args = p.parse_args()
     torch.manual_seed(0)
 
@@ -215,6 +285,9 @@ def main() -> None:
     }
     n["relative_weight_change"] = {layer: relative_change(model.unet, init, layer) for layer in layers}
 
+    locations = ("mid_block", "mid_block.attentions.0", "up_blocks.0.attentions.1")
+    n["zeroing"] = {loc: zeroing_sensitivity(model, list(range(12)), args.edit_steps, loc) for loc in locations}
+
     # edits of real photos
     attr_std = {a: float(v.std()) for a, v in fashion.attributes(test_x).items()}
     x_real = editing.invert(model, real, args.edit_steps)
@@ -265,13 +338,17 @@ def main() -> None:
     save_png(image_grid(torch.cat(grid_rows), len(grid_rows), 3, grid_labels, ["-alpha", "plain", "+alpha"], scale=3),
              args.results / "fashion.png")  # fmt: skip
     write_text(args.out / "numbers.json", json.dumps(n, indent=1) + "\n")
+    write_text(args.out / "README.md", card(n, state["config"]))
+    n["defaults"] = measured_defaults(rows, args.alpha)
+    write_text(args.out / "eigenedit.json", json.dumps(n["defaults"], indent=1) + "\n")
     save_png(image_grid(images[:64], 8, 8, scale=2), args.out / "samples.png")
     save_png(
         image_grid(torch.cat([real[:8], recon[:8]]), 2, 8, ["test photo", "inverted"], scale=3),
         args.out / "inversion.png",
     )
     print(markdown(n))
-    replace_section("fashion", markdown(n).split("\n", 1)[1])  # without the title line
+    if args.readme:
+        replace_section("fashion", markdown(n).split("\n", 1)[1])  # without the title line
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def card(n: dict, config: dict) -> str:
     return (
         f"""# shapes32: the shipped default model of eigenedit
 
-A DDPM (epsilon prediction, {config["beta_schedule"]} betas, 1000 steps) on eigenedit's procedural shapes dataset
+A DDPM ({config.get("prediction_type", "epsilon")} prediction, {config["beta_schedule"]} betas, 1000 steps) on
+eigenedit's procedural shapes dataset
 (32x32 RGB, one flat shape on a flat background; factors kind, shape hue, background hue, size, x, y), trained by
 `python -m eigenedit.training` (see `training/shapes32/checkpoint/state.json` for the full config and loss log).
 Weights are the EMA weights, diffusers `UNet2DModel` + `DDPMScheduler` layout (load as a DDIM scheduler).

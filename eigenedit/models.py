@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-SHIPPED_MODELS = {"shapes32": PRETRAINED_DIR / "shapes32"}
+SHIPPED_MODELS = {"shapes32": PRETRAINED_DIR / "shapes32", "fashion32": PRETRAINED_DIR / "fashion32"}
 DEFAULT_MODEL = "shapes32"
 TERRAIN_MODEL = "terrain128"  # read from the adaptive-terrain-diffusion package by eigenedit.terrain
 ADM_CONFIG_FILE = "adm_config.json"  # a guided-diffusion checkpoint folder (eigenedit.adm)
