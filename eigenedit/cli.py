@@ -38,6 +38,12 @@ def open_model(args) -> DiffusionModel:
     if getattr(args, "scale", 0) is None:
         args.scale = 1 if model.latent else 4
     set_prompt(args, model)
+    if getattr(args, "difficulty", None) is not None:
+        if not hasattr(model.unet, "difficulty"):
+            raise ValueError(
+                f"--difficulty needs the terrain model (terrain128); {args.model!r} has no difficulty input"
+            )
+        model.unet.difficulty = args.difficulty  # checked there: a whole number from 1 to 100
     return model
 
 
@@ -135,6 +141,7 @@ def sampling_parser() -> argparse.ArgumentParser:
     p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--scale", type=positive_int, default=None, help="upscaling of the PNG (default 4; latent models 1)")
+    p.add_argument("--difficulty", type=int, default=None, help="terrain difficulty 1..100 (terrain128; default 50)")
     p.add_argument("--prompt", default=None, help="text prompt (Stable Diffusion models)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (Stable Diffusion models)")
     p.add_argument(

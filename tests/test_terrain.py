@@ -178,3 +178,13 @@ def test_cli_runs_the_terrain_model(terrain_model, tmp_path, capsys, monkeypatch
     assert main(["sweep", "--model", "terrain128", "-k", "1", "--alphas=-1,1", "-o", str(out)]) == 0
     assert out.is_file()
     assert "directions of network." in capsys.readouterr().out
+    try:
+        args = ["sweep", "--model", "terrain128", "-k", "1", "--alphas=0", "--difficulty", "90", "-o", str(out)]
+        assert main(args) == 0 and terrain_model.unet.difficulty == 90
+        assert main([*args[:-4], "--difficulty", "101", "-o", str(tmp_path / "bad.png")]) == 2
+        assert not (tmp_path / "bad.png").exists()
+    finally:
+        terrain_model.unet.difficulty = 50
+    monkeypatch.undo()
+    assert main(["sweep", "--difficulty", "5", "-o", str(tmp_path / "shapes.png")]) == 2  # shapes: no difficulty
+    assert not (tmp_path / "shapes.png").exists()
