@@ -52,6 +52,15 @@ def save_png(image: Image.Image, path: str | Path) -> None:
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
+IMAGE_MODES = {1: "L", 3: "RGB"}  # model channels -> PIL mode of the images it reads
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """A PIL image of mode L or RGB -> (1, C, H, W) in [-1, 1]."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).reshape(img.height, img.width, -1)
+    return (arr.permute(2, 0, 1)[None] / 127.5) - 1
+
+
 def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
     """Read an image file as a (1, C, H, W) tensor in [-1, 1]; it must match the model's channels and size."""
     channels, height, width = shape
@@ -62,13 +71,12 @@ def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
         raise ValueError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
-    want_mode = {1: "L", 3: "RGB"}.get(channels)
+    want_mode = IMAGE_MODES.get(channels)
     if img.mode != want_mode:
         raise ValueError(f"image {path} has mode {img.mode}; the model needs {want_mode} ({channels} channels)")
     if img.size != (width, height):
         raise ValueError(f"image {path} is {img.size[0]}x{img.size[1]}; the model needs {width}x{height}")
-    arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).reshape(height, width, channels)
-    return (arr.permute(2, 0, 1)[None] / 127.5) - 1
+    return pil_to_tensor(img)
 
 
 def image_grid(

@@ -27,7 +27,7 @@ from eigenedit import editing
 from eigenedit.attention import list_attention_layers, read_attention_weights
 from eigenedit.directions import Directions, compute_directions
 from eigenedit.factorize import DECOMPOSITIONS
-from eigenedit.io import save_png, to_uint8
+from eigenedit.io import IMAGE_MODES, pil_to_tensor, save_png, to_uint8
 from eigenedit.models import DEFAULT_MODEL, SHIPPED_MODELS, TERRAIN_MODEL, DiffusionModel, load_model
 
 N_SLIDERS = 5  # directions edited at once: first, first + 1, ...
@@ -104,7 +104,7 @@ class LRU(OrderedDict):
 def prepare_image(image: np.ndarray | Image.Image, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
     """An uploaded picture -> (1, C, H, W) in [-1, 1] at the model's size (centre crop and resize if needed)."""
     channels, height, width = shape
-    mode = {1: "L", 3: "RGB"}.get(channels)
+    mode = IMAGE_MODES.get(channels)
     if mode is None:
         raise ValueError(f"uploads need a model with 1 or 3 channels; this one has {channels}")
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
@@ -113,8 +113,7 @@ def prepare_image(image: np.ndarray | Image.Image, shape: tuple[int, int, int]) 
     if img.size != (width, height):
         note = f"upload resized from {img.width}x{img.height} to {width}x{height}"
         img = ImageOps.fit(img, (width, height), Image.BICUBIC)
-    arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).reshape(height, width, channels)
-    return arr.permute(2, 0, 1)[None] / 127.5 - 1, note
+    return pil_to_tensor(img), note
 
 
 def to_pil(image: torch.Tensor, size: int = 0) -> Image.Image:
