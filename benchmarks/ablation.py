@@ -14,8 +14,8 @@ from pathlib import Path
 
 from readme_section import replace_section
 
-from eigenedit.attention import list_attention_layers
-from eigenedit.evaluation import EvalConfig, run_evaluation
+from eigenedit.core.attention import list_attention_layers
+from eigenedit.evaluation.evaluate import EvalConfig, run_evaluation
 from eigenedit.models import load_model
 
 LOCATIONS = ("mid_block", "mid_block.attentions.0")

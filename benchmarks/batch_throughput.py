@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from eigenedit.cli import main as eigenedit
+from eigenedit.apps.cli import main as eigenedit
 
 CONFIGS = [("1 process x 2 threads", 1, 2), ("2 processes x 1 thread", 2, 1), ("1 process x 1 thread", 1, 1)]
 RATE = re.compile(r"wrote (\d+) images in ([0-9.]+) s")
@@ -38,11 +38,18 @@ def free_port() -> str:
 def run_once(processes: int, threads: int, batch_args: list[str], out: Path) -> tuple[float, float, int]:
     """(work-phase images/s, end-to-end images/s, images) of one run."""
     if processes == 1:
-        command = [sys.executable, "-m", "eigenedit.batch"]
+        command = [sys.executable, "-m", "eigenedit.apps.batch"]
     else:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
         command += ["--num_machines", "1", "--main_process_port", free_port(), "--mixed_precision", "no"]
-        command += ["--dynamo_backend", "no", "--num_cpu_threads_per_process", str(threads), "-m", "eigenedit.batch"]
+        command += [
+            "--dynamo_backend",
+            "no",
+            "--num_cpu_threads_per_process",
+            str(threads),
+            "-m",
+            "eigenedit.apps.batch",
+        ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES="")
     start = time.perf_counter()
     proc = subprocess.run([*command, *batch_args, "-o", str(out)], capture_output=True, text=True, env=env)

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
-from eigenedit.directions import compute_directions
-from eigenedit.factorize import DECOMPOSITIONS
+from eigenedit.core.directions import compute_directions
+from eigenedit.core.factorize import DECOMPOSITIONS
 
 CONFIG = Path(__file__).resolve().parent.parent / "tests" / "configs" / "ddpm-ema-celebahq-256.json"
 TARGET_S = 0.1

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from readme_section import replace_section
 
-from eigenedit.cli import main
-from eigenedit.evaluation import resummarize
-from eigenedit.report import write_report
+from eigenedit.apps.cli import main
+from eigenedit.evaluation.evaluate import resummarize
+from eigenedit.evaluation.report import write_report
 
 if __name__ == "__main__":
     args = sys.argv[1:]

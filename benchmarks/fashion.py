@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from model_card import relative_change, spectrum_stats  # noqa: E402
 from readme_section import replace_section  # noqa: E402
 
-from eigenedit import editing, fashion  # noqa: E402
-from eigenedit.baselines import collect_hidden, pca_directions  # noqa: E402
-from eigenedit.directions import Directions, compute_directions  # noqa: E402
-from eigenedit.evaluation import zeroing_sensitivity  # noqa: E402
-from eigenedit.io import atomic_write, image_grid, save_png  # noqa: E402
-from eigenedit.metrics import frechet_distance, ssim  # noqa: E402
+from eigenedit.core import sampling  # noqa: E402
+from eigenedit.core.directions import Directions, compute_directions  # noqa: E402
+from eigenedit.core.io import atomic_write, image_grid, save_png  # noqa: E402
+from eigenedit.data import fashion  # noqa: E402
+from eigenedit.evaluation.baselines import collect_hidden, pca_directions  # noqa: E402
+from eigenedit.evaluation.evaluate import zeroing_sensitivity  # noqa: E402
+from eigenedit.evaluation.metrics import frechet_distance, ssim  # noqa: E402
 from eigenedit.models import load_model  # noqa: E402
 from eigenedit.training import export_pipeline  # noqa: E402
 
@@ -44,7 +45,7 @@ METHODS = ("qk", "ov-left", "ov-right", "qkv", "random", "pca-h")
 def predict(classifier: fashion.FashionClassifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities and features, in batches."""
     probs, feats = [], []
-    for sl in editing.batched(len(images), 500):
+    for sl in sampling.batched(len(images), 500):
         f = classifier.features(images[sl])
         feats.append(f)
         probs.append(classifier.head(f).softmax(1))
@@ -164,7 +165,7 @@ A DDPM ({config["prediction_type"]} prediction, {config["beta_schedule"]} betas,
 `python -m eigenedit.training --dataset fashion-mnist` (config and loss log:
 `training/fashion32/checkpoint/state.json`).
 EMA weights, diffusers `UNet2DModel` + `DDPMScheduler` layout. `classifier/` holds the project's probe classifier
-(`eigenedit.fashion.FashionClassifier`, test accuracy {n["classifier_test_accuracy"]:.3f}).
+(`eigenedit.data.fashion.FashionClassifier`, test accuracy {n["classifier_test_accuracy"]:.3f}).
 
 - UNet: block_out_channels {list(unet["block_out_channels"])}, layers_per_block {unet["layers_per_block"]}, attention
   head dim {unet["attention_head_dim"]}, self-attention at 4x4 (down block 3, up block 0, mid-block).
@@ -244,8 +245,8 @@ def main() -> None:
     n["classifier_test_accuracy"] = fashion.accuracy(classifier, test_x, test_y)
 
     # sample quality
-    x = editing.noise_from_seeds(model, range(args.samples))
-    images = torch.cat([editing.sample(model, x[s], args.steps) for s in editing.batched(len(x), 100)])
+    x = sampling.noise_from_seeds(model, range(args.samples))
+    images = torch.cat([sampling.sample(model, x[s], args.steps) for s in sampling.batched(len(x), 100)])
     probs, feats = predict(classifier, images)
     real_probs, real_feats = predict(classifier, test_x[: args.samples])
     train_feats = predict(classifier, train_x[: args.samples])[1]
@@ -267,8 +268,8 @@ def main() -> None:
 
     # inversion of real test photos (the last ones: never used for anything else here)
     real = test_x[-args.edit_images :]
-    recon = editing.sample(model, editing.invert(model, real, args.steps), args.steps)
-    ps, ss = editing.psnr(recon, real), ssim(recon, real)
+    recon = sampling.sample(model, sampling.invert(model, real, args.steps), args.steps)
+    ps, ss = sampling.psnr(recon, real), ssim(recon, real)
     n["inversion"] = {"images": len(real), "steps": args.steps, "psnr_median": float(ps.median()),
                       "psnr_min": float(ps.min()), "ssim_median": float(ss.median()),
                       "ssim_min": float(ss.min())}  # fmt: skip
@@ -290,8 +291,8 @@ def main() -> None:
 
     # edits of real photos
     attr_std = {a: float(v.std()) for a, v in fashion.attributes(test_x).items()}
-    x_real = editing.invert(model, real, args.edit_steps)
-    plain = editing.sample(model, x_real, args.edit_steps)
+    x_real = sampling.invert(model, real, args.edit_steps)
+    plain = sampling.sample(model, x_real, args.edit_steps)
     rows, grid_rows, grid_labels = [], [], []
     for layer, location in (
         ("up_blocks.0.attentions.1", "up_blocks.0.attentions.1"),
@@ -301,7 +302,7 @@ def main() -> None:
             dirs = method_directions(model, method, layer, location, args.k, args.pca_seeds)
             k = len(dirs)
             alphas = torch.cat([torch.eye(k), -torch.eye(k)]).repeat_interleave(len(real), 0) * args.alpha
-            edited = editing.edit_images(model, x_real.repeat(2 * k, 1, 1, 1), dirs, alphas, args.edit_steps,
+            edited = sampling.edit_images(model, x_real.repeat(2 * k, 1, 1, 1), dirs, alphas, args.edit_steps,
                                          t_edit=defaults["t_edit"], location=location)  # fmt: skip
             plus, minus = edited[: k * len(real)], edited[k * len(real) :]
             scores = [score(classifier, plain, plus[j * len(real) : (j + 1) * len(real)],
@@ -323,9 +324,9 @@ def main() -> None:
     ratios = []
     for _ in range(5):
         t0 = time.perf_counter()
-        editing.sample(model, x_real[:16], args.edit_steps)
+        sampling.sample(model, x_real[:16], args.edit_steps)
         t1 = time.perf_counter()
-        editing.edit_images(
+        sampling.edit_images(
             model, x_real[:16], dirs, torch.full((16, 1), args.alpha), args.edit_steps, location=defaults["location"]
         )
         ratios.append((time.perf_counter() - t1) / (t1 - t0))

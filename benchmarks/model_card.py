@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
-from eigenedit import editing, shapes
-from eigenedit.attention import DEFAULT_LAYER, read_attention_weights
-from eigenedit.factorize import factorize
-from eigenedit.io import image_grid, save_png
+from eigenedit.core import sampling
+from eigenedit.core.attention import DEFAULT_LAYER, read_attention_weights
+from eigenedit.core.factorize import factorize
+from eigenedit.core.io import image_grid, save_png
+from eigenedit.data import shapes
 from eigenedit.models import load_model
 from eigenedit.training import export_pipeline
 
@@ -111,8 +112,8 @@ def main() -> None:
     torch.manual_seed(state["config"]["seed"])
     init = UNet2DModel(**state["config"]["unet"]).eval()
 
-    x = editing.noise_from_seeds(model, range(args.samples))
-    images = torch.cat([editing.sample(model, x[s], args.steps) for s in editing.batched(len(x), 64)])
+    x = sampling.noise_from_seeds(model, range(args.samples))
+    images = torch.cat([sampling.sample(model, x[s], args.steps) for s in sampling.batched(len(x), 64)])
     est = shapes.estimate_factors(images)
     truth = shapes.sample_factors(100_000, torch.Generator().manual_seed(0))
     kind_freq = torch.bincount(est.kind[est.valid], minlength=3).float() / est.valid.sum().clamp_min(1)
@@ -120,12 +121,12 @@ def main() -> None:
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        editing.sample(model, x[:16], args.steps)
+        sampling.sample(model, x[:16], args.steps)
         times.append((time.perf_counter() - start) / 16)
 
     real, _ = shapes.make_batch(32, seed=987_654)  # held-out dataset images
-    recon = editing.sample(model, editing.invert(model, real, args.steps), args.steps)
-    psnr = editing.psnr(recon, real)
+    recon = sampling.sample(model, sampling.invert(model, real, args.steps), args.steps)
+    psnr = sampling.psnr(recon, real)
 
     layers = [DEFAULT_LAYER, "down_blocks.3.attentions.0", "up_blocks.0.attentions.0", "up_blocks.0.attentions.1"]
     numbers = {

@@ -41,12 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eigenedit import editing
-from eigenedit.directions import Directions, compute_directions
-from eigenedit.factorize import DECOMPOSITIONS
-from eigenedit.io import image_grid, save_png
+from eigenedit.core import sampling
+from eigenedit.core.directions import Directions, compute_directions
+from eigenedit.core.factorize import DECOMPOSITIONS
+from eigenedit.core.io import image_grid, save_png
 from eigenedit.models import DiffusionModel, load_model
-from eigenedit.terrain import PIXEL_SIZE, bundled_onnx_path, to_heights
+from eigenedit.models.terrain import PIXEL_SIZE, bundled_onnx_path, to_heights
 
 sys.path.insert(0, str(Path(__file__).parent))
 from readme_section import replace_section  # noqa: E402
@@ -92,9 +92,9 @@ def terrain_statistics(heights: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def edit_rows(model: DiffusionModel, x_t: torch.Tensor, dirs: Directions, alphas: list[float], layer: str):
     """Edit every seed with every (direction, alpha) alone: images (seeds, k, len(alphas), 1, H, W)."""
-    rows = editing.sweep_alphas(len(dirs), alphas)  # (k * a, k)
+    rows = sampling.sweep_alphas(len(dirs), alphas)  # (k * a, k)
     n = len(x_t)
-    images = editing.edit_images(
+    images = sampling.edit_images(
         model,
         x_t.repeat_interleave(len(rows), dim=0),
         dirs,
@@ -153,8 +153,8 @@ def parity(model: DiffusionModel) -> dict:
     with torch.no_grad():
         ours = model.unet.denoise(noisy, sigmas, labels)
     diff = (ours - torch.from_numpy(ref[0])).abs().flatten(1).amax(dim=1)
-    z = editing.noise_from_seeds(model, [0, 1])
-    one_step = editing.sample(model, z, 1)
+    z = sampling.noise_from_seeds(model, [0, 1])
+    one_step = sampling.sample(model, z, 1)
     sigma_max = model.unet.preconditioning.sigma_max
     feeds = {
         "noisy": (sigma_max * z).numpy(),
@@ -178,10 +178,10 @@ def timing(model: DiffusionModel, x_t: torch.Tensor, dirs: Directions, layer: st
     plain_s, edit_s = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        editing.sample(model, x, 1)
+        sampling.sample(model, x, 1)
         plain_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        editing.edit_images(model, x, dirs.top(1), alphas, 1, 0, layer, batch_size=BATCH)
+        sampling.edit_images(model, x, dirs.top(1), alphas, 1, 0, layer, batch_size=BATCH)
         edit_s.append(time.perf_counter() - start)
     ratios = [e / p for e, p in zip(edit_s, plain_s, strict=True)]
     return {
@@ -211,14 +211,14 @@ def run(args) -> dict:
     start_all = time.perf_counter()
     model = load_model("terrain128")
     seeds = list(range(args.seeds))
-    x_t = editing.noise_from_seeds(model, seeds)
+    x_t = sampling.noise_from_seeds(model, seeds)
     result: dict = {"model": model.model_id, "difficulty": model.unet.difficulty, "seeds": len(seeds)}
     result["screen_seeds"] = args.screen_seeds
     print("parity ...", flush=True)
     result["parity"] = parity(model)
     print(json.dumps(result["parity"]), flush=True)
 
-    plain = torch.cat([editing.sample(model, x_t[sl], 1) for sl in editing.batched(len(x_t), BATCH)])
+    plain = torch.cat([sampling.sample(model, x_t[sl], 1) for sl in sampling.batched(len(x_t), BATCH)])
     plain_stats = terrain_statistics(to_heights(plain))
     unit = {name: float(v.std()) for name, v in plain_stats.items()}
     result["plain"] = {

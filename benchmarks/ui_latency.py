@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from eigenedit.ui import N_SLIDERS, Callbacks, EditorState, View, build_app
+from eigenedit.apps.ui import N_SLIDERS, Callbacks, EditorState, View, build_app
 
 SLIDER = 1  # the direction moved (on shapes32 it changes the size: every move changes the image)
 

@@ -1,9 +1,9 @@
 """eigenedit: edit diffusion-model images along eigenvectors of the model's own self-attention weights."""
 
-from eigenedit.attention import AttentionWeights, list_attention_layers, read_attention_weights
-from eigenedit.directions import Directions, compute_directions
-from eigenedit.editing import Edit, edit_images, invert, noise_from_seeds, psnr, sample
-from eigenedit.factorize import DECOMPOSITIONS, factorize, random_directions
+from eigenedit.core.attention import AttentionWeights, list_attention_layers, read_attention_weights
+from eigenedit.core.directions import Directions, compute_directions
+from eigenedit.core.factorize import DECOMPOSITIONS, factorize, random_directions
+from eigenedit.core.sampling import Edit, edit_images, invert, noise_from_seeds, psnr, sample
 from eigenedit.models import DiffusionModel, load_model
 
 __all__ = [

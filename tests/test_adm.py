@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from eigenedit.adm import ADMConfig, ADMUNet, AttentionBlock, load_state_dict_file
-from eigenedit.attention import AttentionWeights, list_attention_layers, self_attention_modules
-from eigenedit.directions import compute_directions
-from eigenedit.factorize import DECOMPOSITIONS, factorize
+from eigenedit.core.attention import AttentionWeights, list_attention_layers, self_attention_modules
+from eigenedit.core.directions import compute_directions
+from eigenedit.core.factorize import DECOMPOSITIONS, factorize
+from eigenedit.models.adm import ADMConfig, ADMUNet, AttentionBlock, load_state_dict_file
 
 TINY = dict(
     image_size=16,
@@ -131,10 +131,10 @@ def test_checkpoint_loading(tmp_path) -> None:
 
 def test_guided_diffusion_folder_loads_samples_and_edits(tmp_path) -> None:
     """A guided-diffusion checkpoint folder (adm_config.json + weights) runs through load_model and the CLI."""
-    from eigenedit import editing
-    from eigenedit.adm import save_adm_folder
-    from eigenedit.cli import main
+    from eigenedit.apps.cli import main
+    from eigenedit.core import sampling
     from eigenedit.models import load_model
+    from eigenedit.models.adm import save_adm_folder
 
     torch.manual_seed(0)
     network = ADMUNet(ADMConfig(**{**TINY, "out_channels": 2})).eval()  # learned variance: eps + 1 extra channel
@@ -143,10 +143,10 @@ def test_guided_diffusion_folder_loads_samples_and_edits(tmp_path) -> None:
     assert model.sample_shape == (1, 16, 16)
     layer = next(iter(self_attention_modules(model.unet)))
     assert layer.startswith("network.") and list_attention_layers(model.unet)[0].resolution == (8, 8)
-    x = editing.noise_from_seeds(model, [0, 1])
+    x = sampling.noise_from_seeds(model, [0, 1])
     dirs = compute_directions(model.unet, layer, "qk").top(1)
-    plain = editing.sample(model, x, 4)
-    edited = editing.edit_images(model, x, dirs, torch.tensor([[0.0], [2.0]]), 4, t_edit=0, location=layer)
+    plain = sampling.sample(model, x, 4)
+    edited = sampling.edit_images(model, x, dirs, torch.tensor([[0.0], [2.0]]), 4, t_edit=0, location=layer)
     assert torch.equal(edited[0], plain[0]) and not torch.allclose(edited[1], plain[1])
 
     # pickle weights need the explicit opt-in, from Python and from the command line

@@ -5,8 +5,8 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from eigenedit.attention import list_attention_layers, read_attention_weights
-from eigenedit.directions import compute_directions
+from eigenedit.core.attention import list_attention_layers, read_attention_weights
+from eigenedit.core.directions import compute_directions
 
 from .conftest import tiny_unet
 

@@ -14,9 +14,10 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from eigenedit import batch, editing
-from eigenedit.cli import main
-from eigenedit.directions import Directions
+from eigenedit.apps import batch
+from eigenedit.apps.cli import main
+from eigenedit.core import sampling
+from eigenedit.core.directions import Directions
 from eigenedit.models import DiffusionModel, load_model
 
 from .conftest import tiny_unet
@@ -86,9 +87,9 @@ def test_seeds_write_one_png_per_item_and_edit(model_dir, dfile, tmp_path, one_t
         assert batch.hashlib.sha256((out / rec["output"]).read_bytes()).hexdigest() == rec["sha256"]
     # the file named seed0__d0+1 holds seed 0 edited by +1 * direction 0 (uint8 rounding of other batching aside)
     model = load_model(model_dir)
-    x_t = editing.noise_from_seeds(model, [0, 0])
+    x_t = sampling.noise_from_seeds(model, [0, 0])
     dirs = Directions.load(dfile).select([0])
-    want = editing.edit_images(model, x_t, dirs, torch.tensor([[1.0], [-1.0]]), 2)
+    want = sampling.edit_images(model, x_t, dirs, torch.tensor([[1.0], [-1.0]]), 2)
     want = batch.to_uint8(want).astype(int)
     plus, minus = (np.asarray(Image.open(out / f"seed0__d0{s}.png"), dtype=int) for s in ("+1", "-1"))
     assert np.abs(plus - want[0]).max() <= 1 and np.abs(minus - want[1]).max() <= 1
@@ -188,7 +189,7 @@ def test_two_processes_write_the_same_bytes_as_one(tmp_path, one_thread):
         port = str(sock.getsockname()[1])
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command = [*launch, "-m", "eigenedit.batch", "--model", model_dir, "--directions", str(dfile), *STEPS]
+    command = [*launch, "-m", "eigenedit.apps.batch", "--model", model_dir, "--directions", str(dfile), *STEPS]
     command += ["-o", str(two), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eigenedit.cli import main
+from eigenedit.apps.cli import main
 from eigenedit.models import DiffusionModel
 
 from .conftest import tiny_unet
@@ -107,7 +107,16 @@ def test_unwritable_output_and_corrupt_directions(model_dir, tmp_path, capsys):
 
 def test_console_script_exit_code(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "eigenedit.cli", "sweep", "--model", "no-such-model", "-o", str(tmp_path / "x.png")],
+        [
+            sys.executable,
+            "-m",
+            "eigenedit.apps.cli",
+            "sweep",
+            "--model",
+            "no-such-model",
+            "-o",
+            str(tmp_path / "x.png"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -115,7 +124,7 @@ def test_console_script_exit_code(tmp_path):
 
 
 def test_label_option_stores_labels(model_dir, tmp_path, capsys):
-    from eigenedit.directions import Directions
+    from eigenedit.core.directions import Directions
 
     out = tmp_path / "d.safetensors"
     assert run("directions", "--model", model_dir, "-k", "2", "--label", "-o", out) == 0
@@ -126,7 +135,7 @@ def test_label_option_stores_labels(model_dir, tmp_path, capsys):
 def test_directions_file_of_another_model_is_refused(model_dir, tmp_path, capsys):
     import torch
 
-    from eigenedit.directions import Directions
+    from eigenedit.core.directions import Directions
 
     other = tmp_path / "other.safetensors"
     Directions(torch.eye(3, 7), torch.ones(3), {"model": "other", "layer": "x"}).save(other)
@@ -167,7 +176,7 @@ def test_label_uses_the_models_edit_location(model_dir, tmp_path, monkeypatch):
     import json
     import shutil
 
-    import eigenedit.evaluation as evaluation
+    import eigenedit.evaluation.evaluate as evaluation
 
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)

@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from eigenedit.directions import Directions, compute_directions
+from eigenedit.core.directions import Directions, compute_directions
 
 from .conftest import tiny_unet
 

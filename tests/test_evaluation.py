@@ -1,9 +1,9 @@
 import torch
 
-from eigenedit import shapes
-from eigenedit.baselines import pullback_directions
-from eigenedit.editing import noise_from_seeds
-from eigenedit.evaluation import EvalConfig, run_evaluation, score_direction, summarize
+from eigenedit.core.sampling import noise_from_seeds
+from eigenedit.data import shapes
+from eigenedit.evaluation.baselines import pullback_directions
+from eigenedit.evaluation.evaluate import EvalConfig, run_evaluation, score_direction, summarize
 
 
 def images_with(factors: dict, **changes) -> torch.Tensor:
@@ -91,8 +91,8 @@ def test_tiny_evaluation_runs_every_method(tiny_model):
 
 
 def test_report_from_a_tiny_evaluation_at_two_locations(tiny_model, tmp_path):
-    from eigenedit.evaluation import evaluate_locations
-    from eigenedit.report import best_attention_method, markdown, method_rows, write_report
+    from eigenedit.evaluation.evaluate import evaluate_locations
+    from eigenedit.evaluation.report import best_attention_method, markdown, method_rows, write_report
 
     cfg = tiny_eval_config(num_steps=2, per_head=False)
     runs = evaluate_locations(tiny_model, cfg, ["mid_block", "mid_block.attentions.0"], progress=False)
@@ -108,7 +108,7 @@ def test_report_from_a_tiny_evaluation_at_two_locations(tiny_model, tmp_path):
 
 
 def test_zeroing_sensitivity_is_zero_for_an_unused_module(tiny_model):
-    from eigenedit.evaluation import zeroing_sensitivity
+    from eigenedit.evaluation.evaluate import zeroing_sensitivity
 
     assert zeroing_sensitivity(tiny_model, [0], 3, "mid_block") > 0
     tiny_model.unet.register_module("unused", torch.nn.Identity())

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from eigenedit.attention import AttentionWeights
-from eigenedit.factorize import DECOMPOSITIONS, factorize, fix_signs, random_directions
+from eigenedit.core.attention import AttentionWeights
+from eigenedit.core.factorize import DECOMPOSITIONS, factorize, fix_signs, random_directions
 
 
 def orthogonal(n: int, seed: int) -> torch.Tensor:

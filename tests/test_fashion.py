@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from eigenedit import fashion
+from eigenedit.data import fashion
 from eigenedit.training import TrainConfig, train
 
 from .conftest import TINY_CONFIG

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from eigenedit.metrics import frechet_distance, ssim
+from eigenedit.evaluation.metrics import frechet_distance, ssim
 
 
 def test_ssim_of_an_image_with_itself_is_one():

@@ -1,6 +1,6 @@
 import torch
 
-from eigenedit import shapes
+from eigenedit.data import shapes
 
 
 def test_dataset_is_deterministic_from_seed():

@@ -7,10 +7,11 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from eigenedit import editing, fashion
-from eigenedit.attention import list_attention_layers, read_attention_weights
-from eigenedit.factorize import factorize
-from eigenedit.metrics import ssim
+from eigenedit.core import operators, sampling
+from eigenedit.core.attention import list_attention_layers, read_attention_weights
+from eigenedit.core.factorize import factorize
+from eigenedit.data import fashion
+from eigenedit.evaluation.metrics import ssim
 from eigenedit.models import SHIPPED_MODELS, load_model
 from eigenedit.training import default_unet_config
 
@@ -47,8 +48,8 @@ def test_probe_classifier_accuracy(classifier):
 
 
 def test_samples_look_like_clothes_of_many_classes(model, classifier):
-    x = editing.noise_from_seeds(model, range(2000, 2032))
-    probs = classifier(editing.sample(model, x, 20)).softmax(1)
+    x = sampling.noise_from_seeds(model, range(2000, 2032))
+    probs = classifier(sampling.sample(model, x, 20)).softmax(1)
     assert probs.max(1).values.mean() >= MIN_SAMPLE_CONFIDENCE
     assert len(set(probs.argmax(1).tolist())) >= 6
 
@@ -56,8 +57,8 @@ def test_samples_look_like_clothes_of_many_classes(model, classifier):
 @needs_data
 def test_inversion_reconstructs_real_photos(model):
     images = fashion.load("test")[0][:8]
-    recon = editing.sample(model, editing.invert(model, images, 50), 50)
-    assert editing.psnr(recon, images).median() >= MIN_INVERSION_PSNR_DB
+    recon = sampling.sample(model, sampling.invert(model, images, 50), 50)
+    assert sampling.psnr(recon, images).median() >= MIN_INVERSION_PSNR_DB
     assert ssim(recon, images).median() >= MIN_INVERSION_SSIM
 
 
@@ -77,4 +78,4 @@ def test_edit_defaults_name_real_modules(model):
     defaults = json.loads((FOLDER / "eigenedit.json").read_text())
     assert defaults == model.edit_defaults
     assert defaults["layer"] in {layer.name for layer in list_attention_layers(model.unet)}
-    editing.get_module(model.unet, defaults["location"])
+    operators.get_module(model.unet, defaults["location"])

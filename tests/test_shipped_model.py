@@ -7,8 +7,9 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from eigenedit import editing, shapes
-from eigenedit.attention import list_attention_layers, read_attention_weights
+from eigenedit.core import sampling
+from eigenedit.core.attention import list_attention_layers, read_attention_weights
+from eigenedit.data import shapes
 from eigenedit.models import SHIPPED_MODELS
 from eigenedit.training import default_unet_config
 
@@ -30,17 +31,17 @@ def test_layers_of_the_shipped_model(shapes_model):
 
 
 def test_samples_are_clean_shapes(shapes_model):
-    x = editing.noise_from_seeds(shapes_model, range(1000, 1032))
-    est = shapes.estimate_factors(editing.sample(shapes_model, x, 20))
+    x = sampling.noise_from_seeds(shapes_model, range(1000, 1032))
+    est = shapes.estimate_factors(sampling.sample(shapes_model, x, 20))
     assert est.valid.float().mean() >= MIN_VALID_SAMPLE_RATE
     assert len(set(est.kind[est.valid].tolist())) == 3  # all three kinds appear
 
 
 def test_inversion_reconstructs_dataset_images(shapes_model):
     images, _ = shapes.make_batch(8, seed=424242)
-    x_t = editing.invert(shapes_model, images, 50)
-    recon = editing.sample(shapes_model, x_t, 50)
-    assert editing.psnr(recon, images).median() >= MIN_INVERSION_PSNR_DB
+    x_t = sampling.invert(shapes_model, images, 50)
+    recon = sampling.sample(shapes_model, x_t, 50)
+    assert sampling.psnr(recon, images).median() >= MIN_INVERSION_PSNR_DB
 
 
 def test_attention_weights_left_their_initialisation(shapes_model):
@@ -55,14 +56,14 @@ def test_attention_weights_left_their_initialisation(shapes_model):
 
 @pytest.mark.slow
 def test_shipped_model_sweep_end_to_end(tmp_path):
-    from eigenedit.cli import main
+    from eigenedit.apps.cli import main
 
     assert main(["sweep", "-o", str(tmp_path / "sweep.png")]) == 0
 
 
 def test_shipped_edit_defaults_name_real_modules(shapes_model):
-    from eigenedit.editing import get_module
-    from eigenedit.factorize import DECOMPOSITIONS
+    from eigenedit.core.factorize import DECOMPOSITIONS
+    from eigenedit.core.operators import get_module
 
     defaults = shapes_model.edit_defaults
     assert defaults["layer"] in {layer.name for layer in list_attention_layers(shapes_model.unet)}

@@ -16,12 +16,12 @@ pytest.importorskip("transformers")
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
-from eigenedit import editing  # noqa: E402
-from eigenedit.attention import list_attention_layers, read_attention_weights  # noqa: E402
-from eigenedit.cli import main  # noqa: E402
-from eigenedit.directions import compute_directions  # noqa: E402
+from eigenedit.apps.cli import main  # noqa: E402
+from eigenedit.core import operators, sampling  # noqa: E402
+from eigenedit.core.attention import list_attention_layers, read_attention_weights  # noqa: E402
+from eigenedit.core.directions import compute_directions  # noqa: E402
 from eigenedit.models import load_model  # noqa: E402
-from eigenedit.stable_diffusion import StableDiffusionModel  # noqa: E402
+from eigenedit.models.stable_diffusion import StableDiffusionModel  # noqa: E402
 
 MID = "mid_block.attentions.0.transformer_blocks.0.attn1"
 UP = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
@@ -117,8 +117,8 @@ def test_loads_a_pipeline_folder_and_saves_one(sd, tmp_path):
     sd.save_pretrained(tmp_path)
     again = load_model(str(tmp_path))
     again.set_prompt("a cat", guidance_scale=7.5)
-    x = editing.noise_from_seeds(sd, [2])
-    assert torch.equal(editing.sample(again, x, 3), editing.sample(sd, x, 3))
+    x = sampling.noise_from_seeds(sd, [2])
+    assert torch.equal(sampling.sample(again, x, 3), sampling.sample(sd, x, 3))
 
 
 def test_layers_are_the_self_attention_attn1_with_resolutions(sd):
@@ -137,8 +137,8 @@ def test_layers_are_the_self_attention_attn1_with_resolutions(sd):
 
 
 def test_guidance_equals_the_diffusers_pipeline(sd, sd_dir):
-    x = editing.noise_from_seeds(sd, [0])
-    ours = editing.sample(sd, x, 4)
+    x = sampling.noise_from_seeds(sd, [0])
+    ours = sampling.sample(sd, x, 4)
     pipe = StableDiffusionPipeline.from_pretrained(sd_dir)
     pipe.set_progress_bar_config(disable=True)
     with torch.no_grad():
@@ -148,14 +148,14 @@ def test_guidance_equals_the_diffusers_pipeline(sd, sd_dir):
 
 
 def test_prompt_guidance_and_seed(sd):
-    x = editing.noise_from_seeds(sd, [0])
-    guided = editing.sample(sd, x, 4)
-    assert torch.equal(guided, editing.sample(sd, editing.noise_from_seeds(sd, [0]), 4))
-    assert not torch.allclose(guided, editing.sample(sd, editing.noise_from_seeds(sd, [1]), 4))
+    x = sampling.noise_from_seeds(sd, [0])
+    guided = sampling.sample(sd, x, 4)
+    assert torch.equal(guided, sampling.sample(sd, sampling.noise_from_seeds(sd, [0]), 4))
+    assert not torch.allclose(guided, sampling.sample(sd, sampling.noise_from_seeds(sd, [1]), 4))
     outputs = [guided]
     for prompt, negative, scale in [("a cat", "", 1.0), ("a dog", "", 7.5), ("a cat", "dog", 7.5)]:
         sd.set_prompt(prompt, negative, scale)
-        outputs.append(editing.sample(sd, x, 4))
+        outputs.append(sampling.sample(sd, x, 4))
     for i, a in enumerate(outputs):
         for b in outputs[i + 1 :]:
             assert (a - b).abs().max() > 1e-3
@@ -168,21 +168,21 @@ def test_edits_under_guidance(sd, layer, location):
     """An edit shifts both halves of the guidance batch with the sample's own alphas; alpha 0 changes nothing."""
     dirs = compute_directions(sd.unet, layer, "ov-left", model_id=sd.model_id).top(2)
     assert dirs.dim == read_attention_weights(sd.unet, layer).channels
-    x = editing.noise_from_seeds(sd, [0, 1])
-    plain = editing.sample(sd, x, 4)
-    edited = editing.edit_images(sd, x, dirs, torch.tensor([[0.0, 0.0], [3.0, 0.0]]), 4, t_edit=0, location=location)
+    x = sampling.noise_from_seeds(sd, [0, 1])
+    plain = sampling.sample(sd, x, 4)
+    edited = sampling.edit_images(sd, x, dirs, torch.tensor([[0.0, 0.0], [3.0, 0.0]]), 4, t_edit=0, location=location)
     assert edited.shape == (2, 4, 8, 8)
     assert torch.equal(edited[0], plain[0])  # a wrong pairing of alphas and guidance halves would move it
     assert (edited[1] - plain[1]).abs().max() > 1e-3
     assert sd.decode(edited).shape == (2, 3, 16, 16)
-    module = editing.get_module(sd.unet, location)
+    module = operators.get_module(sd.unet, location)
     assert len(module._forward_hooks) == 0
 
 
 def test_shift_tiles_alphas_over_the_guidance_copies():
     h = torch.randn(4, 6, 3)  # [uncond0, uncond1, cond0, cond1] tokens
     module = torch.nn.Identity()
-    with editing.HiddenShift(module, torch.eye(3)[:1], torch.tensor([[0.0], [1.0]])) as shift:
+    with operators.HiddenShift(module, torch.eye(3)[:1], torch.tensor([[0.0], [1.0]])) as shift:
         shift.active = True
         out = module(h)
     assert torch.equal(out[[0, 2]], h[[0, 2]])
@@ -194,11 +194,11 @@ def test_vae_inversion_round_trip(sd):
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     latents = sd.encode(images)
     assert latents.shape == (2, 4, 8, 8) and latents.abs().max() > 1
-    x_t = editing.invert(sd, latents, 10)
-    recon = editing.sample(sd, x_t, 10)
+    x_t = sampling.invert(sd, latents, 10)
+    recon = sampling.sample(sd, x_t, 10)
     assert ((recon - latents).norm() / latents.norm()) < 0.1
     assert sd.decode(recon).shape == images.shape
-    hidden = editing.hidden_at(sd, "mid_block", latents, 500)
+    hidden = operators.hidden_at(sd, "mid_block", latents, 500)
     assert hidden.shape == (2, 16, 4, 4)
 
 

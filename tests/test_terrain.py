@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from eigenedit import editing
-from eigenedit.adm import ADMConfig, ADMUNet
-from eigenedit.attention import list_attention_layers
-from eigenedit.cli import main
+from eigenedit.apps.cli import main
+from eigenedit.core import sampling
+from eigenedit.core.attention import list_attention_layers
 from eigenedit.models import DiffusionModel, load_model
-from eigenedit.terrain import (
+from eigenedit.models.adm import ADMConfig, ADMUNet
+from eigenedit.models.terrain import (
     HEIGHT_RANGE,
     SIGMA_MAX,
     ConsistencyPreconditioning,
@@ -65,25 +65,25 @@ def test_sigma_grid_and_scheduler() -> None:
 
 def test_one_ddim_step_is_the_consistency_one_step_sample() -> None:
     model = tiny_terrain_model()
-    z = editing.noise_from_seeds(model, [0, 1])
+    z = sampling.noise_from_seeds(model, [0, 1])
     label = model.unet.difficulty_label(2)
     with torch.no_grad():
         # x_T / sqrt(abar_T) = sqrt(1 + sigma_max^2) z at sigma_max ...
         direct = model.unet.denoise(z * (1 + SIGMA_MAX**2) ** 0.5, torch.full((2,), SIGMA_MAX), label)
         # ... which is the package's D(sigma_max z, sigma_max) up to a (1 + 1/sigma_max^2)^(1/2) noise scale
         package = model.unet.denoise(z * SIGMA_MAX, torch.full((2,), SIGMA_MAX), label)
-    one_step = editing.sample(model, z, 1)
+    one_step = sampling.sample(model, z, 1)
     assert (one_step - direct).abs().max() < 5e-5
     assert (one_step - package).abs().max() < 5e-4
-    assert (editing.sample(model, z, 2) - one_step).abs().max() > 1e-3  # the second step does something
+    assert (sampling.sample(model, z, 2) - one_step).abs().max() > 1e-3  # the second step does something
 
 
 def test_difficulty_conditions_and_is_checked() -> None:
     model = tiny_terrain_model()
-    z = editing.noise_from_seeds(model, [0])
-    easy = editing.sample(model, z, 1)
+    z = sampling.noise_from_seeds(model, [0])
+    easy = sampling.sample(model, z, 1)
     model.unet.difficulty = 100
-    assert (editing.sample(model, z, 1) - easy).abs().max() > 1e-4
+    assert (sampling.sample(model, z, 1) - easy).abs().max() > 1e-4
     for bad in (0, 101, 2.5, True):
         with pytest.raises(ValueError, match="difficulty"):
             model.unet.difficulty = bad
@@ -130,7 +130,7 @@ def terrain_model() -> DiffusionModel:
 @pytest.fixture(scope="module")
 def onnx_session(terrain_model):
     ort = pytest.importorskip("onnxruntime", reason="the parity check needs onnxruntime")
-    from eigenedit.terrain import bundled_onnx_path
+    from eigenedit.models.terrain import bundled_onnx_path
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
@@ -150,7 +150,7 @@ def test_port_matches_onnxruntime(terrain_model, onnx_session) -> None:
     labels = torch.tensor([0.0, 0.5, 1.0])  # difficulties 1, 50.5, 100
     noisy = torch.rand(3, 1, 128, 128, generator=g) * 2 - 1
     noisy = noisy + sigmas.view(-1, 1, 1, 1) * torch.randn(3, 1, 128, 128, generator=g)
-    z = editing.noise_from_seeds(terrain_model, [0])
+    z = sampling.noise_from_seeds(terrain_model, [0])
     feeds = {
         "noisy": torch.cat([noisy, SIGMA_MAX * z]).numpy(),
         "sigma": np.array([*sigmas.tolist(), SIGMA_MAX], np.float32),
@@ -161,7 +161,7 @@ def test_port_matches_onnxruntime(terrain_model, onnx_session) -> None:
         actual = terrain_model.unet.denoise(noisy, sigmas, labels)
     assert expected.std() > 0.1  # not a trivial output
     assert (actual - expected[:3]).abs().max() < 1e-4
-    assert (editing.sample(terrain_model, z, 1) - expected[3:]).abs().max() < 5e-4
+    assert (sampling.sample(terrain_model, z, 1) - expected[3:]).abs().max() < 5e-4
 
 
 def test_attention_layers_of_the_terrain_model(terrain_model) -> None:
@@ -173,7 +173,7 @@ def test_attention_layers_of_the_terrain_model(terrain_model) -> None:
 
 
 def test_cli_runs_the_terrain_model(terrain_model, tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("eigenedit.cli.load_model", lambda name, *args, **kwargs: terrain_model)  # loaded once
+    monkeypatch.setattr("eigenedit.apps.cli.load_model", lambda name, *args, **kwargs: terrain_model)  # loaded once
     out = tmp_path / "sweep.png"
     assert main(["sweep", "--model", "terrain128", "-k", "1", "--alphas=-1,1", "-o", str(out)]) == 0
     assert out.is_file()

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from eigenedit import editing
-from eigenedit.cli import main
-from eigenedit.directions import Directions
-from eigenedit.io import load_image, to_uint8
-from eigenedit.ui import N_SLIDERS, EditorState, View, prepare_image, view_from
+from eigenedit.apps.cli import main
+from eigenedit.apps.ui import N_SLIDERS, EditorState, View, prepare_image, view_from
+from eigenedit.core import sampling
+from eigenedit.core.directions import Directions
+from eigenedit.core.io import load_image, to_uint8
 
 STEPS = 3  # few DDIM steps: these tests check plumbing, not image quality
 VIEW = View(model="shapes32", steps=STEPS)
@@ -31,7 +31,7 @@ def _fail(name: str):
 
 def test_alpha_zero_is_the_unedited_image(state, shapes_model):
     preview = state.render(VIEW, [0.0] * N_SLIDERS)
-    expected = editing.sample(shapes_model, editing.noise_from_seeds(shapes_model, [0]), STEPS)
+    expected = sampling.sample(shapes_model, sampling.noise_from_seeds(shapes_model, [0]), STEPS)
     assert torch.equal(preview.plain, expected)
     assert torch.equal(preview.edited, expected)
 
@@ -65,8 +65,8 @@ def test_an_upload_is_inverted_once(state, shapes_model):
     assert torch.equal(again.plain, first.plain) and not torch.equal(again.edited, first.edited)
     assert "resized from 50x40 to 32x32" in first.note and "reconstruction PSNR" in first.note
     pixels, _ = prepare_image(image, shapes_model.sample_shape)
-    x_t = editing.invert(shapes_model, pixels, STEPS)
-    assert torch.equal(first.plain, editing.sample(shapes_model, x_t, STEPS))  # edits start from the inversion
+    x_t = sampling.invert(shapes_model, pixels, STEPS)
+    assert torch.equal(first.plain, sampling.sample(shapes_model, x_t, STEPS))  # edits start from the inversion
     state.render(View(model="shapes32", steps=STEPS + 1), [0.0], image)
     assert state.misses["inversion"] == 2  # inversion depends on the step count
 
@@ -74,7 +74,7 @@ def test_an_upload_is_inverted_once(state, shapes_model):
 def test_a_generated_image_reconstructs_from_its_inversion(state):
     generated = to_uint8(state.render(VIEW, [0.0]).plain)[0]
     again = state.render(VIEW, [0.0], generated)
-    assert editing.psnr(again.plain, torch.from_numpy(generated).permute(2, 0, 1)[None] / 127.5 - 1) > 18
+    assert sampling.psnr(again.plain, torch.from_numpy(generated).permute(2, 0, 1)[None] / 127.5 - 1) > 18
 
 
 def test_prepare_image_keeps_a_right_sized_image():
@@ -108,7 +108,7 @@ def test_downloads_are_a_png_and_a_directions_file(state, shapes_model, tmp_path
 
 
 def test_labels_reach_table_sliders_and_file(state, monkeypatch):
-    import eigenedit.evaluation as evaluation
+    import eigenedit.evaluation.evaluate as evaluation
 
     calls = []
 
@@ -151,7 +151,7 @@ def widget_values(model: str = "shapes32", location=None, alphas=(0.0,) * N_SLID
 
 def test_callbacks_show_errors_in_the_status_line(state):
     pytest.importorskip("gradio")
-    from eigenedit.ui import Callbacks
+    from eigenedit.apps.ui import Callbacks
 
     cb = Callbacks(state)
     out = cb.refresh(*widget_values("no-such-model"))
@@ -163,7 +163,7 @@ def test_callbacks_show_errors_in_the_status_line(state):
 
 def test_callbacks_refresh_and_preview(state):
     pytest.importorskip("gradio")
-    from eigenedit.ui import Callbacks
+    from eigenedit.apps.ui import Callbacks
 
     cb = Callbacks(state)
     plain, edited, status, png, dirs_file, table, label_button, *sliders = cb.refresh(*widget_values())
@@ -178,7 +178,7 @@ def test_callbacks_refresh_and_preview(state):
 
 def test_build_app(state):
     gr = pytest.importorskip("gradio")
-    from eigenedit.ui import build_app
+    from eigenedit.apps.ui import build_app
 
     assert isinstance(build_app(state, "shapes32"), gr.Blocks)
 
@@ -201,7 +201,7 @@ def test_cli_errors_before_serving(args, message, capsys):
 
 def test_a_new_model_resets_the_controls_to_its_defaults(tiny_model, tmp_path):
     pytest.importorskip("gradio")
-    from eigenedit.ui import Callbacks
+    from eigenedit.apps.ui import Callbacks
 
     tiny_model.edit_defaults = {"steps": 1, "alphas": [-2.0, 2.0], "t_edit": 300}
     cb = Callbacks(EditorState(loader=lambda name: tiny_model, workdir=tmp_path))

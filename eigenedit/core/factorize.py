@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from eigenedit.attention import AttentionWeights
+from eigenedit.core.attention import AttentionWeights
 
 DECOMPOSITIONS = ("qk", "ov-left", "ov-right", "qkv")
 

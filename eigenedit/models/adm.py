@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
-from eigenedit.attention import AttentionWeights
-from eigenedit.models import ADM_CONFIG_FILE
+from eigenedit.core.attention import AttentionWeights
 
+ADM_CONFIG_FILE = "adm_config.json"  # marks a guided-diffusion checkpoint folder
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.attention_processor import Attention
 
-DEFAULT_LAYER = "mid_block.attentions.0"
+from eigenedit.core.defaults import DEFAULT_LAYER
 
 
 @dataclass

@@ -165,10 +165,10 @@ def attributes(images: torch.Tensor, threshold: float = -0.8) -> dict[str, torch
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m eigenedit.fashion --output eigenedit/pretrained/fashion32/classifier``: train the probe."""
+    """``python -m eigenedit.data.fashion --output eigenedit/pretrained/fashion32/classifier``: train the probe."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m eigenedit.fashion", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m eigenedit.data.fashion", description=main.__doc__)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)

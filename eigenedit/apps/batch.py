@@ -4,7 +4,7 @@ The same command runs as one process or under a launcher (one process per GPU, o
 gloo backend; the output folder must be shared by all machines)::
 
     eigenedit batch --seeds 0-99 --directions dirs.safetensors --direction 0 --alphas=-2,2 -o out
-    accelerate launch --multi_gpu --num_processes 2 -m eigenedit.batch --seeds 0-99 ... -o out
+    accelerate launch --multi_gpu --num_processes 2 -m eigenedit.apps.batch --seeds 0-99 ... -o out
 
 Work is cut into fixed batches of ``batch_size // edits`` items, the same for any number of processes, so an
 output's bytes do not depend on how many processes made it (on the same hardware, with the same batch size and
@@ -34,10 +34,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from eigenedit import editing
-from eigenedit.cli import GENERIC_DEFAULTS, parse_alphas, parse_term, positive_int
-from eigenedit.directions import Directions
-from eigenedit.io import atomic_write, load_image, to_uint8
+from eigenedit.apps.arguments import common_parser, parse_alphas, parse_term, positive_int, run
+from eigenedit.core import operators, sampling
+from eigenedit.core.defaults import GENERIC_DEFAULTS
+from eigenedit.core.directions import Directions
+from eigenedit.core.io import atomic_write, load_image, to_uint8
 from eigenedit.models import DiffusionModel, load_model
 
 MANIFEST = "manifest.jsonl"
@@ -275,7 +276,7 @@ def prepare(args, device: torch.device | str) -> Job:
     for index in args.direction or []:
         edits.extend(EditSpec((index,), (float(a),)) for a in settings["alphas"])
     edits = list({e.tag: e for e in edits}.values())  # the same edit twice would write the same file
-    all_dirs = Directions.load(dfile, expect_dim=editing.location_dims(model, settings["location"]))
+    all_dirs = Directions.load(dfile, expect_dim=operators.location_dims(model, settings["location"]))
     columns = sorted({i for e in edits for i in e.indices})
     directions = all_dirs.select(columns)
     if args.seeds is not None:
@@ -383,12 +384,12 @@ def run_batch(job: Job, indices: list[int], todo: list[str], process: int = 0) -
     yield the manifest record of each file written."""
     model, items = job.model, [job.items[i] for i in indices]
     if items[0].seed is not None:
-        x_t = editing.noise_from_seeds(model, [item.seed for item in items])
+        x_t = sampling.noise_from_seeds(model, [item.seed for item in items])
     else:
         images = torch.cat([load_image(item.source, model.image_shape) for item in items])
-        x_t = editing.invert(model, model.encode(images), job.steps)
+        x_t = sampling.invert(model, model.encode(images), job.steps)
     n_edits = len(job.edits)
-    edited = editing.edit_images(
+    edited = sampling.edit_images(
         model,
         x_t.repeat_interleave(n_edits, dim=0),
         job.directions,
@@ -466,7 +467,7 @@ def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.Ar
         help="edit many seeds or images -> folder of PNGs + manifest (resumable; accelerate launch for processes)",
         description="One PNG per (seed or image, edit) in the output folder, and manifest.jsonl. A re-run skips "
         "outputs already done. Several processes (GPUs, or CPU processes with gloo): accelerate launch --multi_gpu "
-        "--num_processes N -m eigenedit.batch ARGS.",
+        "--num_processes N -m eigenedit.apps.batch ARGS.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--seeds", type=parse_seeds, help="seeds to generate from, e.g. 0-99 or 0,5,7-9")
@@ -495,10 +496,10 @@ def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.Ar
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m eigenedit.batch ARGS`` is ``eigenedit batch ARGS`` (handy after ``accelerate launch -m``)."""
-    from eigenedit.cli import main as cli_main
-
-    return cli_main(["batch", *(sys.argv[1:] if argv is None else argv)])
+    """``python -m eigenedit.apps.batch ARGS`` is ``eigenedit batch ARGS`` (handy after ``accelerate launch -m``)."""
+    parser = argparse.ArgumentParser(prog="python -m eigenedit.apps")
+    add_batch_parser(parser.add_subparsers(), [common_parser()])
+    return run(parser.parse_args(["batch", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from eigenedit import editing
-from eigenedit.attention import list_attention_layers, read_attention_weights
-from eigenedit.directions import Directions, compute_directions
-from eigenedit.factorize import DECOMPOSITIONS
-from eigenedit.io import IMAGE_MODES, pil_to_tensor, save_png, to_uint8
+from eigenedit.core import defaults, operators, sampling
+from eigenedit.core.attention import list_attention_layers, read_attention_weights
+from eigenedit.core.defaults import GENERIC_DEFAULTS
+from eigenedit.core.directions import Directions, compute_directions
+from eigenedit.core.factorize import DECOMPOSITIONS
+from eigenedit.core.io import IMAGE_MODES, pil_to_tensor, save_png, to_uint8
 from eigenedit.models import DEFAULT_MODEL, SHIPPED_MODELS, TERRAIN_MODEL, DiffusionModel, load_model
 
 N_SLIDERS = 5  # directions edited at once: first, first + 1, ...
@@ -166,8 +167,6 @@ class EditorState:
     def defaults(self, name: str) -> dict:
         """The generic edit defaults overridden by the model's eigenedit.json, plus ``alpha_max`` (slider range),
         ``preview_steps`` (the model's steps, at most DEFAULT_STEPS), ``layers`` and ``timesteps``."""
-        from eigenedit.cli import GENERIC_DEFAULTS
-
         model = self.model(name)
 
         def make() -> dict:
@@ -241,7 +240,7 @@ class EditorState:
 
     def label(self, view: View, alpha: float) -> list[str]:
         """Name the shown directions by the shapes factor each moves most at +-alpha (about 10 s on 2 cores)."""
-        from eigenedit.evaluation import evaluate_directions
+        from eigenedit.evaluation.evaluate import evaluate_directions
 
         if not self.can_label(view.model):
             raise ValueError(f"automatic labels need a shapes model ({', '.join(sorted(LABELLED_MODELS))})")
@@ -260,7 +259,10 @@ class EditorState:
         model = self.model(view.model)
         with self._lock:
             dims = self._cached(
-                self._dims, "location", (view.model, view.location), lambda: editing.location_dims(model, view.location)
+                self._dims,
+                "location",
+                (view.model, view.location),
+                lambda: operators.location_dims(model, view.location),
             )
         if dirs.dim not in dims:
             raise ValueError(
@@ -273,7 +275,7 @@ class EditorState:
         """x_T of the seed, or of the DDIM inversion of ``image`` (computed once per image and step count)."""
         model = self.model(view.model)
         if image is None:
-            return Start(editing.noise_from_seeds(model, [view.seed]), ("seed", view.seed), f"seed {view.seed}")
+            return Start(sampling.noise_from_seeds(model, [view.seed]), ("seed", view.seed), f"seed {view.seed}")
         pixels, note = prepare_image(image, model.image_shape)
         key = ("image", _digest(pixels), view.steps)
         with self._lock:
@@ -281,7 +283,7 @@ class EditorState:
                 self._noise,
                 "inversion",
                 (view.model, *key),
-                lambda: editing.invert(model, model.encode(pixels), view.steps),
+                lambda: sampling.invert(model, model.encode(pixels), view.steps),
             )
         return Start(x_t, key, ", ".join(filter(None, ["uploaded image (DDIM-inverted)", note])), pixels)
 
@@ -304,17 +306,17 @@ class EditorState:
                 self._plain,
                 "plain",
                 (view.model, begin.key, view.steps),
-                lambda: model.decode(editing.sample(model, begin.x_t, view.steps)),
+                lambda: model.decode(sampling.sample(model, begin.x_t, view.steps)),
             )
             edited = plain
             if weights.any():
                 self._check_location(view, dirs)
-                edit = editing.Edit(dirs.select(indices), weights[None], view.t_edit, view.location)
-                edited = model.decode(editing.sample(model, begin.x_t, view.steps, edit))
+                edit = sampling.Edit(dirs.select(indices), weights[None], view.t_edit, view.location)
+                edited = model.decode(sampling.sample(model, begin.x_t, view.steps, edit))
                 self.misses["edit"] += 1
         note = begin.note
         if begin.pixels is not None:
-            note += f", reconstruction PSNR {editing.psnr(plain, begin.pixels).item():.1f} dB"
+            note += f", reconstruction PSNR {sampling.psnr(plain, begin.pixels).item():.1f} dB"
         return Preview(plain, edited, time.perf_counter() - start, note)
 
     # -- files -----------------------------------------------------------------------------------------------
@@ -405,7 +407,7 @@ class Callbacks:
             heads = self.state.heads(name, d["layer"])
         except ValueError as err:
             return (*[keep] * (9 + N_SLIDERS), error_line(err))
-        locations = list(dict.fromkeys([d["location"], editing.DEFAULT_LOCATION, *d["layers"]]))
+        locations = list(dict.fromkeys([d["location"], defaults.DEFAULT_LOCATION, *d["layers"]]))
         return (
             gr.update(choices=d["layers"], value=d["layer"]),
             gr.update(value=d["decomposition"]),
@@ -488,7 +490,7 @@ def head_choices(heads: int) -> list[str]:
 
 def _settings_column(gr, state: EditorState, model: str, d: dict, steps: int) -> dict:
     """The left column: model, layer, decomposition, head, upload and the sampling settings."""
-    locations = list(dict.fromkeys([d["location"], editing.DEFAULT_LOCATION, *d["layers"]]))
+    locations = list(dict.fromkeys([d["location"], defaults.DEFAULT_LOCATION, *d["layers"]]))
     w = {}
     w["model"] = gr.Dropdown(
         model_choices(model),

@@ -1,12 +1,12 @@
 """Stable Diffusion (text-conditioned latent diffusion, diffusers ``UNet2DConditionModel``) for eigenedit.
 
-``StableDiffusionModel`` is a ``DiffusionModel`` whose UNet works on VAE latents: ``editing.sample``,
+``StableDiffusionModel`` is a ``DiffusionModel`` whose UNet works on VAE latents: ``sampling.sample``,
 ``edit_images`` and ``invert`` run unchanged in latent space, ``decode`` maps latents to images in [-1, 1] and
 ``encode`` images to latents (VAE mean times its scaling factor). ``predict_eps`` does classifier-free guidance
 with the prompt of ``set_prompt``: one UNet pass on the batch stacked as [unconditional; conditional].
 
 Edits and guidance: an edit shifts the module's output in *both* halves of that stacked batch, each sample's
-alphas on its unconditional and its conditional copy (``editing.HiddenShift``): the edit changes the model, and
+alphas on its unconditional and its conditional copy (``operators.HiddenShift``): the edit changes the model, and
 guidance steers the edited model as usual. (Shifting the conditional half alone would multiply the edit's effect
 on eps by the guidance scale.)
 
@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-from eigenedit.attention import default_layer
-from eigenedit.models import EDIT_DEFAULTS_FILE, DiffusionModel
+from eigenedit.core.attention import default_layer
+from eigenedit.models.base import EDIT_DEFAULTS_FILE, DiffusionModel
 
 DEFAULT_GUIDANCE = 7.5
 PIPELINE_INDEX = "model_index.json"

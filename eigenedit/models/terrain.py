@@ -28,8 +28,8 @@ import torch
 from diffusers import DDIMScheduler
 from torch import nn
 
-from eigenedit.adm import ADMConfig, ADMUNet, GroupNorm32, UNetLikeConfig, UNetLikeOutput, load_weights
-from eigenedit.models import DiffusionModel
+from eigenedit.models.adm import ADMConfig, ADMUNet, GroupNorm32, UNetLikeConfig, UNetLikeOutput, load_weights
+from eigenedit.models.base import DiffusionModel
 
 MODEL_NAME = "terrain128"
 PACKAGE = "terrain_diffusion"  # import name of the PyPI package adaptive-terrain-diffusion

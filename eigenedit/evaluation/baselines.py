@@ -13,8 +13,10 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from tqdm.auto import tqdm
 
-from eigenedit.directions import Directions
-from eigenedit.editing import DEFAULT_LOCATION, DEFAULT_T_EDIT, get_module, hidden_at, noise_from_seeds
+from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
+from eigenedit.core.directions import Directions
+from eigenedit.core.operators import get_module, hidden_at
+from eigenedit.core.sampling import noise_from_seeds
 from eigenedit.models import DiffusionModel
 
 
@@ -58,7 +60,7 @@ def pca_directions(hidden: torch.Tensor, k: int) -> Directions:
     centred = hidden - hidden.mean(0, keepdim=True)
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
     k = min(k, vh.shape[0])
-    from eigenedit.factorize import fix_signs
+    from eigenedit.core.factorize import fix_signs
 
     variance = s[:k] ** 2 / max(1, hidden.shape[0] - 1)
     return Directions(fix_signs(vh[:k]).float(), variance.float(), {"decomposition": "pca-h", "samples": len(hidden)})

@@ -16,20 +16,14 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from eigenedit import shapes
-from eigenedit.attention import DEFAULT_LAYER, list_attention_layers, read_attention_weights
-from eigenedit.baselines import collect_hidden, pca_directions, pullback_directions, sample_with_x_shift
-from eigenedit.directions import Directions, compute_directions
-from eigenedit.editing import (
-    DEFAULT_LOCATION,
-    DEFAULT_T_EDIT,
-    edit_images,
-    get_module,
-    hidden_at,
-    noise_from_seeds,
-    sample,
-)
-from eigenedit.factorize import DECOMPOSITIONS, random_directions
+from eigenedit.core.attention import DEFAULT_LAYER, list_attention_layers, read_attention_weights
+from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
+from eigenedit.core.directions import Directions, compute_directions
+from eigenedit.core.factorize import DECOMPOSITIONS, random_directions
+from eigenedit.core.operators import get_module, hidden_at
+from eigenedit.core.sampling import edit_images, noise_from_seeds, sample
+from eigenedit.data import shapes
+from eigenedit.evaluation.baselines import collect_hidden, pca_directions, pullback_directions, sample_with_x_shift
 from eigenedit.models import DiffusionModel
 
 FACTOR_STD = {

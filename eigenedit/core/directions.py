@@ -11,9 +11,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from eigenedit.attention import DEFAULT_LAYER, read_attention_weights
-from eigenedit.factorize import factorize, random_directions
-from eigenedit.io import atomic_write
+from eigenedit.core.attention import DEFAULT_LAYER, read_attention_weights
+from eigenedit.core.factorize import factorize, random_directions
+from eigenedit.core.io import atomic_write
 
 FORMAT = "eigenedit.directions/1"
 

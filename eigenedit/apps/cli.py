@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from eigenedit import editing
-from eigenedit.attention import DEFAULT_LAYER, list_attention_layers
-from eigenedit.directions import Directions, compute_directions
-from eigenedit.factorize import DECOMPOSITIONS
-from eigenedit.io import check_writable, image_grid, load_image, save_png
-from eigenedit.models import DEFAULT_MODEL, DiffusionModel, load_model
-from eigenedit.stable_diffusion import DEFAULT_GUIDANCE, StableDiffusionModel
-
-GENERIC_DEFAULTS = {
-    "layer": DEFAULT_LAYER,
-    "decomposition": "qk",
-    "location": editing.DEFAULT_LOCATION,
-    "t_edit": editing.DEFAULT_T_EDIT,
-    "alphas": [-1.0, -0.5, 0.0, 0.5, 1.0],
-    "steps": 50,  # DDIM steps; a model may set its own (the terrain consistency model: 1)
-}
+from eigenedit.apps.arguments import (
+    common_parser,
+    parse_alpha,
+    parse_alphas,
+    parse_guidance,
+    parse_term,
+    positive_int,
+    run,
+)
+from eigenedit.apps.batch import add_batch_parser
+from eigenedit.core import defaults, operators, sampling
+from eigenedit.core.attention import DEFAULT_LAYER, list_attention_layers
+from eigenedit.core.defaults import GENERIC_DEFAULTS
+from eigenedit.core.directions import Directions, compute_directions
+from eigenedit.core.factorize import DECOMPOSITIONS
+from eigenedit.core.io import check_writable, image_grid, load_image, save_png
+from eigenedit.models import DiffusionModel, load_model
+from eigenedit.models.stable_diffusion import DEFAULT_GUIDANCE, StableDiffusionModel
 
 
 def open_model(args) -> DiffusionModel:
@@ -60,58 +61,6 @@ def set_prompt(args, model: DiffusionModel) -> None:
     if guidance is None:  # DDIM inversion reconstructs well only without guidance
         guidance = 1.0 if getattr(args, "image", None) is not None else DEFAULT_GUIDANCE
     model.set_prompt(prompt or "", negative or "", guidance)
-
-
-def parse_alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"alpha must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"alpha must be finite, got {text!r}")
-    return value
-
-
-def parse_alphas(text: str) -> list[float]:
-    values = [parse_alpha(t) for t in text.split(",") if t.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one alpha, e.g. -1,0,1")
-    return values
-
-
-def parse_guidance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"guidance must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def parse_term(text: str) -> tuple[int, float]:
-    """``INDEX:ALPHA`` -> (index, alpha)."""
-    index, sep, alpha = text.partition(":")
-    if not sep or not index.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected INDEX:ALPHA such as 0:1.5, got {text!r}")
-    return int(index), parse_alpha(alpha)
-
-
-def positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def common_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped name, local folder or hub id ({DEFAULT_MODEL})")
-    p.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="let a guided-diffusion folder load .pt (pickle) weights: trusted files only",
-    )
-    return p
 
 
 def direction_parser() -> argparse.ArgumentParser:
@@ -155,7 +104,7 @@ def sampling_parser() -> argparse.ArgumentParser:
 
 def get_directions(args, model: DiffusionModel) -> Directions:
     if args.directions is not None:
-        return Directions.load(args.directions, expect_dim=editing.location_dims(model, args.location))
+        return Directions.load(args.directions, expect_dim=operators.location_dims(model, args.location))
     return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, model.model_id)
 
 
@@ -163,7 +112,7 @@ def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
     """With --label: name each direction by the factor it moves most (e.g. "+size"), measured on 8 seeds."""
     if not args.label:
         return dirs
-    from eigenedit.evaluation import evaluate_directions, label_directions
+    from eigenedit.evaluation.evaluate import evaluate_directions, label_directions
 
     steps = min(getattr(args, "steps", 20), 20)
     scores, _ = evaluate_directions(model, dirs, list(range(8)), args.label_alpha, steps, args.t_edit, args.location)
@@ -173,9 +122,9 @@ def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
 def starting_noise(args, model: DiffusionModel) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x_T from --seed, or from the DDIM inversion of --image (also returned, for PSNR)."""
     if args.image is None:
-        return editing.noise_from_seeds(model, [args.seed]), None
+        return sampling.noise_from_seeds(model, [args.seed]), None
     image = load_image(args.image, model.image_shape)
-    return editing.invert(model, model.encode(image), args.steps, progress=True), image
+    return sampling.invert(model, model.encode(image), args.steps, progress=True), image
 
 
 def cmd_layers(args) -> None:
@@ -214,15 +163,15 @@ def cmd_edit(args) -> None:
     chosen = dirs.select([i for i, _ in terms])
     alphas = torch.tensor([[a for _, a in terms]])
     x_t, image = starting_noise(args, model)
-    edited = editing.edit_images(
+    edited = sampling.edit_images(
         model, x_t, chosen, alphas, args.steps, args.t_edit, args.location, args.asymmetric, progress=True
     )
     tiles = edited = model.decode(edited)
     if args.compare:
-        plain = model.decode(editing.sample(model, x_t, args.steps))
+        plain = model.decode(sampling.sample(model, x_t, args.steps))
         tiles = torch.cat([plain, edited]) if image is None else torch.cat([image, plain, edited])
         if image is not None:
-            print(f"reconstruction PSNR {editing.psnr(plain, image).item():.2f} dB")
+            print(f"reconstruction PSNR {sampling.psnr(plain, image).item():.2f} dB")
     save_png(image_grid(tiles, 1, len(tiles), scale=args.scale), args.output)
     print(f"wrote {args.output}")
 
@@ -232,9 +181,9 @@ def cmd_sweep(args) -> None:
     model = open_model(args)
     dirs = maybe_label(args, model, get_directions(args, model).top(args.k))
     x_t, _ = starting_noise(args, model)
-    alphas = editing.sweep_alphas(len(dirs), args.alphas)
+    alphas = sampling.sweep_alphas(len(dirs), args.alphas)
     start = time.perf_counter()
-    images = editing.edit_images(
+    images = sampling.edit_images(
         model,
         x_t.expand(len(alphas), -1, -1, -1),
         dirs,
@@ -264,16 +213,16 @@ def cmd_invert(args) -> None:
     check_writable(args.output)
     model = open_model(args)
     image = load_image(args.image, model.image_shape)
-    x_t = editing.invert(model, model.encode(image), args.steps, progress=True)
-    recon = model.decode(editing.sample(model, x_t, args.steps))
-    print(f"reconstruction PSNR {editing.psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
+    x_t = sampling.invert(model, model.encode(image), args.steps, progress=True)
+    recon = model.decode(sampling.sample(model, x_t, args.steps))
+    print(f"reconstruction PSNR {sampling.psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
     save_png(image_grid(torch.cat([image, recon]), 1, 2, col_labels=["input", "recon"], scale=args.scale), args.output)
     print(f"wrote {args.output}")
 
 
 def cmd_evaluate(args) -> None:
-    from eigenedit.evaluation import EvalConfig, evaluate_locations
-    from eigenedit.report import best_attention_method, markdown, write_report
+    from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations
+    from eigenedit.evaluation.report import best_attention_method, markdown, write_report
 
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise ValueError(f"output folder {args.output_dir} is a file")
@@ -290,7 +239,7 @@ def cmd_evaluate(args) -> None:
         layers=tuple(args.layers) if args.layers else None,
         per_head=not args.no_heads,
     )
-    locations = args.locations or [editing.DEFAULT_LOCATION, *(la.name for la in list_attention_layers(model.unet))]
+    locations = args.locations or [defaults.DEFAULT_LOCATION, *(la.name for la in list_attention_layers(model.unet))]
     runs = evaluate_locations(model, cfg, locations)
     paths = write_report(runs, args.output_dir, args.stem)
     print(markdown(runs))
@@ -300,7 +249,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_ui(args) -> None:
-    from eigenedit.ui import launch
+    from eigenedit.apps.ui import launch
 
     launch(args.model, args.host, args.port, share=args.share == "yes", steps=args.steps)
 
@@ -364,8 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=None, help="preview DDIM steps (default: the model's, <= 10)")
     p.set_defaults(func=cmd_ui)
 
-    from eigenedit.batch import add_batch_parser  # imported here: eigenedit.batch builds on this module
-
     add_batch_parser(sub, [common])
 
     p = sub.add_parser("train", help="train a model (shapes, or --dataset fashion-mnist; see --help)")
@@ -381,17 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
         train_main(argv[1:])
         return 0
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except ValueError as err:
-        print(f"eigenedit: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("eigenedit: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

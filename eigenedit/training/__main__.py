@@ -1,0 +1,3 @@
+from eigenedit.training.recipe import main
+
+main()
