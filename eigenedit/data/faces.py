@@ -15,6 +15,9 @@ down. Attributes (continuous in [0, 1] unless noted):
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -85,8 +88,8 @@ def _render(attrs: dict[str, torch.Tensor], resolution: int, supersample: int) -
 
     cx = (a["x"] - 0.5) * 0.24
     cy = (a["y"] - 0.5) * 0.20 - 0.06
-    hw = 0.30 + 0.12 * a["face_width"]  # half width of the face
-    hh = 0.46 + 0.0 * hw
+    hw = 0.33 + 0.12 * a["face_width"]  # half width of the face
+    hh = 0.50 + 0.0 * hw
     yaw = (a["yaw"] - 0.5) * 2  # -1 .. 1
     fx = cx + yaw * hw * 0.28  # where the features sit
     skin = _lerp_palette(_SKIN, attrs["skin_tone"].float())
@@ -120,8 +123,8 @@ def _render(attrs: dict[str, torch.Tensor], resolution: int, supersample: int) -
     img = paint(img, cover(cap), hair)
     # eyes
     eye_y = cy - 0.06
-    ew = 0.055 + 0.045 * a["eye_size"]
-    eh = ew * (0.15 + 0.75 * a["eye_open"])
+    ew = 0.07 + 0.05 * a["eye_size"]
+    eh = ew * (0.15 + 0.85 * a["eye_open"])
     spread = hw * 0.42
     for side in (-1.0, 1.0):
         ex = fx + side * spread * (1 - 0.25 * side * yaw)
@@ -131,11 +134,11 @@ def _render(attrs: dict[str, torch.Tensor], resolution: int, supersample: int) -
         iris = torch.maximum(_ellipse(px, py, ex + yaw * w * 0.3, eye_y, ew * 0.5, ew * 0.5), sclera)
         img = paint(img, cover(iris), torch.tensor([0.15, 0.12, 0.10]).expand(n, 3))
         # eyebrow: a thin bar above the eye, its inner end tilted by brow_angle
-        angle = (a["brow_angle"] - 0.5) * 0.9 * side  # radians
-        bx, by = px - ex, py - (eye_y - 0.10 - 0.5 * ew)
+        angle = (a["brow_angle"] - 0.5) * 1.2 * side  # radians
+        bx, by = px - ex, py - (eye_y - 0.11 - 0.5 * ew)
         u = bx * torch.cos(angle) + by * torch.sin(angle)
         v = -bx * torch.sin(angle) + by * torch.cos(angle)
-        brow = torch.maximum(u.abs() - w * 1.25, v.abs() - 0.022)
+        brow = torch.maximum(u.abs() - w * 1.25, v.abs() - 0.03)
         img = paint(img, cover(brow), hair * 0.8)
         # glasses: a ring around the eye
         ring = (torch.sqrt((px - ex) ** 2 + (py - eye_y) ** 2) - (ew + 0.05)).abs() - 0.016
@@ -147,14 +150,14 @@ def _render(attrs: dict[str, torch.Tensor], resolution: int, supersample: int) -
                                   torch.full_like(hw, 0.07)), -(py - (cy + 0.10)))  # fmt: skip
     img = paint(img, cover(nose), skin * 0.8)
     # mouth: a curved band; corners rise with smile; opening drops the lower lip
-    mw = 0.11 + 0.03 * a["face_width"]
-    my = cy + 0.25
+    mw = 0.16 + 0.04 * a["face_width"]
+    my = cy + 0.27
     dx = (px - fx) / mw
-    curve = my - (a["smile"] - 0.5) * 0.16 * (dx**2 - 0.3)
+    curve = my - (a["smile"] - 0.5) * 0.32 * (dx**2 - 0.3)
     inside = dx.abs() - 1
-    gap = 0.012 + 0.09 * a["mouth_open"] * (1 - dx**2).clamp_min(0)
+    gap = 0.015 + 0.16 * a["mouth_open"] * (1 - dx**2).clamp_min(0)
     opening = torch.maximum(inside * mw, torch.maximum(curve - py, py - (curve + gap)))
-    lips = torch.maximum(inside * mw, torch.maximum(curve - 0.022 - py, py - (curve + gap + 0.022)))
+    lips = torch.maximum(inside * mw, torch.maximum(curve - 0.03 - py, py - (curve + gap + 0.03)))
     img = paint(img, cover(lips), torch.tensor([0.70, 0.25, 0.25]).expand(n, 3))
     img = paint(img, cover(opening) * (a["mouth_open"] > 0.05).float(), torch.tensor([0.25, 0.05, 0.05]).expand(n, 3))
     img = F.avg_pool2d(img, supersample) if supersample > 1 else img
@@ -181,3 +184,128 @@ class FacesDataset(torch.utils.data.Dataset):
             raise IndexError(i)
         images, attrs = make_batch(1, self.seed * 1_000_003 + i, self.resolution)
         return images[0], {k: v[0] for k, v in attrs.items()}
+
+
+class FaceProbe(torch.nn.Module):
+    """A small CNN trained by the project on rendered faces: regresses every continuous attribute (in [0, 1]),
+    predicts glasses and beard (logits) and the hair style (3 logits). Its penultimate ``features`` (128-d) give a
+    Frechet distance between generated and rendered faces (no Inception weights offline)."""
+
+    def __init__(self, width: int = 24, feature_dim: int = 128):
+        super().__init__()
+        self.config = {"width": width, "feature_dim": feature_dim}
+        c = width
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, c, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool2d(2),  # 32
+            torch.nn.Conv2d(c, 2 * c, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool2d(2),  # 16
+            torch.nn.Conv2d(2 * c, 4 * c, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool2d(2),  # 8
+            torch.nn.Conv2d(4 * c, 4 * c, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(4),
+            torch.nn.Flatten(), torch.nn.Linear(64 * c, feature_dim), torch.nn.GELU(),
+        )  # fmt: skip
+        self.head = torch.nn.Linear(feature_dim, len(CONTINUOUS) + len(BINARY) + len(CATEGORICAL["hair_style"]))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, 64, 64) in [-1, 1] -> (N, feature_dim)."""
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Attribute estimates: continuous values, binary probabilities, hair style index (as float)."""
+        out = self(images)
+        n_cont, n_bin = len(CONTINUOUS), len(BINARY)
+        pred = {name: out[:, i] for i, name in enumerate(CONTINUOUS)}
+        pred |= {name: out[:, n_cont + i].sigmoid() for i, name in enumerate(BINARY)}
+        pred["hair_style"] = out[:, n_cont + n_bin :].argmax(1).float()
+        return pred
+
+    def loss(self, images: torch.Tensor, attrs: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self(images)
+        n_cont, n_bin = len(CONTINUOUS), len(BINARY)
+        target = torch.stack([attrs[name] for name in CONTINUOUS], 1)
+        binary = torch.stack([attrs[name] for name in BINARY], 1)
+        return (
+            F.mse_loss(out[:, :n_cont], target) * 10
+            + F.binary_cross_entropy_with_logits(out[:, n_cont : n_cont + n_bin], binary)
+            + F.cross_entropy(out[:, n_cont + n_bin :], attrs["hair_style"])
+        )
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps(self.config))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> FaceProbe:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"no face probe in {path} (expected config.json and model.safetensors)")
+        model = cls(**json.loads((path / "config.json").read_text()))
+        model.load_state_dict(load_file(path / "model.safetensors"))
+        return model.eval().requires_grad_(False)
+
+
+TEST_SEED_OFFSET = 10**9  # held-out renders for probe scores come from seeds >= this
+
+
+def train_probe(steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True):
+    """Train the probe on fresh renders each step; returns it and its held-out scores (``probe_scores``)."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    model = FaceProbe()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    for step in (bar := tqdm(range(steps), desc="face probe", disable=not progress)):
+        images, attrs = make_batch(batch_size, seed * 1_000_003 + step)
+        loss = model.loss(images, attrs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval().requires_grad_(False)
+    return model, probe_scores(model)
+
+
+@torch.no_grad()
+def probe_scores(model: FaceProbe, n: int = 2000) -> dict[str, float]:
+    """R^2 of each continuous attribute and accuracy of the binary/categorical ones, on held-out renders."""
+    images, attrs = make_batch(n, TEST_SEED_OFFSET)
+    pred = model.predict(images)
+    scores = {}
+    for name in CONTINUOUS:
+        residual = (pred[name] - attrs[name]).pow(2).mean()
+        scores[f"{name}_r2"] = float(1 - residual / attrs[name].var())
+    for name in BINARY:
+        scores[f"{name}_accuracy"] = float(((pred[name] > 0.5).float() == attrs[name]).float().mean())
+    scores["hair_style_accuracy"] = float((pred["hair_style"] == attrs["hair_style"].float()).float().mean())
+    return scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m eigenedit.data.faces --output eigenedit/pretrained/faces64/probe``: train the attribute probe."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m eigenedit.data.faces", description=main.__doc__)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    model, scores = train_probe(steps=args.steps, seed=args.seed)
+    model.save_pretrained(args.output)
+    (args.output / "metrics.json").write_text(json.dumps({"steps": args.steps, **scores}, indent=1) + "\n")
+    print(json.dumps(scores, indent=1))
+
+
+if __name__ == "__main__":
+    main()
