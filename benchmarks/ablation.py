@@ -42,7 +42,7 @@ def main() -> None:
         attention_layers = {layer.name for layer in list_attention_layers(model.unet)}
         for location, alpha, t_edit in itertools.product(args.locations, args.alphas, args.t_edits):
             cfg = EvalConfig(
-                seeds=args.seeds,
+                seeds=list(range(1000, 1000 + args.seeds)),  # test seeds: disjoint from any seed that chose
                 k=args.k,
                 alpha=alpha,
                 t_edit=t_edit,

@@ -1,8 +1,9 @@
-"""Interpretability and speed of every direction finder on a shapes model, in one run.
+"""Interpretability and speed of every direction finder on a model (default shapes32), in one run.
 
     python benchmarks/evaluate.py [--model shapes32] [--output-dir results] [any `eigenedit evaluate` option]
 
-Writes results/evaluation.{json,md,png} and copies the table into README.md (between the results markers).
+Without seed options it selects on seeds 0-7 and reports on test seeds 1000-1031 (``SEEDS``). Writes
+results/evaluation.{json,md,png} and copies the table into README.md (between the results markers).
 ``--report-only`` re-renders the tables from results/evaluation.json without re-running anything.
 """
 
@@ -16,8 +17,12 @@ from eigenedit.apps.cli import main
 from eigenedit.evaluation.evaluate import resummarize
 from eigenedit.evaluation.report import write_report
 
+SEEDS = ["--selection-seeds", "0-7", "--test-seeds", "1000-1031"]
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if not {"--seeds", "--selection-seeds", "--test-seeds"} & set(args):
+        args = [*SEEDS, *args]
     out = Path(args[args.index("--output-dir") + 1]) if "--output-dir" in args else Path("results")
     if "--report-only" in args:  # re-render the tables from evaluation.json (e.g. after a metric change)
         runs = resummarize(json.loads((out / "evaluation.json").read_text()))

@@ -131,7 +131,7 @@ def main() -> None:
     recon = sampling.sample(model, sampling.invert(model, real, args.steps), args.steps)
     psnr = sampling.psnr(recon, real)
 
-    layers = [name for name, *_ in list_attention_layers(model.unet)]
+    layers = [layer.name for layer in list_attention_layers(model.unet)]
     locations = ["mid_block", *layers]
     zero_seeds = list(range(10_000, 10_000 + args.zeroing_seeds))
     numbers = {

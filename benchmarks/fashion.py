@@ -3,9 +3,11 @@
 Sample quality: Frechet distance on the project's own classifier features (FD-ours) between generated samples and
 real test photos, next to the same distance between real training and test photos (the floor at this sample count);
 class balance of the samples. DDIM inversion of real test photos: PSNR and SSIM. Attention spectra, trained vs
-init. Then what the top directions of each decomposition do to REAL photos (inverted, then edited): how often the
-classifier's class changes and into what, and the change of measured attributes (area, brightness, width, height,
-in units of their std over the test set), against random directions and h-space PCA at the same location.
+init. Then what the top directions of each decomposition do to REAL photos (inverted, then edited), measured by the
+shared evaluation (``eigenedit.evaluation.evaluate``) with the fashion probe (the classifier's class and confidence;
+area, brightness, width, height in units of their std over the test set) and the label-free metrics, against random
+directions, h-space PCA and Park et al.'s pullback. Test photo i plays seed i: selection photos (which choose the
+recommended defaults) and test photos (every reported number) are disjoint.
 
     python benchmarks/fashion.py --checkpoint training/fashion32/checkpoint --out eigenedit/pretrained/fashion32
 """
@@ -16,8 +18,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -27,18 +27,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from model_card import relative_change, spectrum_stats  # noqa: E402
 from readme_section import replace_section  # noqa: E402
 
+from eigenedit.apps.arguments import parse_seeds  # noqa: E402
 from eigenedit.core import sampling  # noqa: E402
-from eigenedit.core.directions import Directions, compute_directions  # noqa: E402
+from eigenedit.core.directions import compute_directions  # noqa: E402
 from eigenedit.core.io import atomic_write, image_grid, save_png  # noqa: E402
 from eigenedit.data import fashion  # noqa: E402
-from eigenedit.evaluation.baselines import collect_hidden, pca_directions  # noqa: E402
-from eigenedit.evaluation.evaluate import zeroing_sensitivity  # noqa: E402
+from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations, zeroing_sensitivity  # noqa: E402
 from eigenedit.evaluation.metrics import frechet_distance, ssim  # noqa: E402
+from eigenedit.evaluation.probes import fashion_probe  # noqa: E402
+from eigenedit.evaluation.report import best_attention_method  # noqa: E402
+from eigenedit.evaluation.report import markdown as eval_markdown  # noqa: E402
 from eigenedit.models import load_model  # noqa: E402
 from eigenedit.training import export_pipeline  # noqa: E402
-
-MIN_EFFECT = 0.25  # std units, as in eigenedit.evaluation
-METHODS = ("qk", "ov-left", "ov-right", "qkv", "random", "pca-h")
 
 
 @torch.no_grad()
@@ -52,48 +52,8 @@ def predict(classifier: fashion.FashionClassifier, images: torch.Tensor) -> tupl
     return torch.cat(probs), torch.cat(feats)
 
 
-def score(classifier, plain: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor, attr_std: dict) -> dict:
-    """Class changes and attribute changes of one direction (same images in the same order)."""
-    base_cls = predict(classifier, plain)[0].argmax(1)
-    base_attr = fashion.attributes(plain)
-    out: dict = {}
-    for sign, images in (("plus", plus), ("minus", minus)):
-        cls = predict(classifier, images)[0].argmax(1)
-        changed = cls != base_cls
-        pairs = Counter(
-            (fashion.CLASSES[a], fashion.CLASSES[b])
-            for a, b in zip(base_cls[changed].tolist(), cls[changed].tolist(), strict=True)
-        )
-        attr = fashion.attributes(images)
-        out[sign] = {
-            "class_change": float(changed.float().mean()),
-            "top_transition": "->".join(pairs.most_common(1)[0][0]) if pairs else "",
-            "attributes": {a: float((attr[a] - base_attr[a]).mean() / attr_std[a]) for a in fashion.ATTRIBUTES},
-        }
-    magnitude = {
-        a: (abs(out["plus"]["attributes"][a]) + abs(out["minus"]["attributes"][a])) / 2
-        for a in out["plus"]["attributes"]
-    }
-    dominant = max(magnitude, key=magnitude.get)
-    p, m = out["plus"]["attributes"][dominant], out["minus"]["attributes"][dominant]
-    out["dominant"] = dominant
-    out["effect"] = magnitude[dominant]
-    out["monotonic"] = p * m < 0 and min(abs(p), abs(m)) >= MIN_EFFECT
-    out["label"] = (("+" if p >= m else "-") + dominant) if magnitude[dominant] >= MIN_EFFECT else "none"
-    out["class_change"] = (out["plus"]["class_change"] + out["minus"]["class_change"]) / 2
-    out["pixel_change"] = float(((plus - plain).abs().mean() + (minus - plain).abs().mean()) / 4)
-    return out
-
-
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def method_directions(model, method: str, layer: str, location: str, k: int, pca_seeds: int) -> Directions:
-    if method == "pca-h":
-        hidden = collect_hidden(model, list(range(10_000, 10_000 + pca_seeds)), location=location)
-        return pca_directions(hidden, k)
-    return compute_directions(model.unet, layer, method).top(k)
 
 
 def markdown(n: dict) -> str:
@@ -110,37 +70,9 @@ def markdown(n: dict) -> str:
         f"PSNR median {inv['psnr_median']:.2f} dB (min {inv['psnr_min']:.2f}), "
         f"SSIM median {inv['ssim_median']:.3f} (min {inv['ssim_min']:.3f}).",
         "",
-        f"Edits of {n['edits']['images']} real test photos (inverted, {n['edits']['steps']} steps, alpha "
-        f"+-{n['edits']['alpha']}, t >= {n['edits']['t_edit']}), top {n['edits']['k']} directions per method. "
-        "Attribute changes in std over the test set; monotonic = the dominant attribute moves both ways by >= "
-        f"{MIN_EFFECT} std; class change = share of photos the classifier puts in another class.",
+        f"Edits of real test photos (inverted, {n['edits']['steps']} steps); photo index = seed.",
         "",
-        "| location | directions | monotonic | mean effect | mean class change | mean pixel change | labels |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in n["edits"]["rows"]:
-        scores = row["directions"]
-        mono = sum(s["monotonic"] for s in scores)
-        labels = ", ".join(
-            s["label"]
-            + (f" ({s['plus']['top_transition'] or s['minus']['top_transition']})" if s["class_change"] >= 0.25 else "")
-            for s in scores
-        )
-
-        def mean(key: str, scores: list = scores) -> float:
-            return sum(s[key] for s in scores) / len(scores)
-
-        lines.append(
-            f"| {row['location']} | {row['method']} | {mono}/{len(scores)} | {mean('effect'):.2f} | "
-            f"{mean('class_change'):.2f} | {mean('pixel_change'):.3f} | {labels} |"
-        )
-    zero = ", ".join(f"`{loc}` {v:.4f}" for loc, v in n["zeroing"].items())
-    lines += [
-        "",
-        f"Mean pixel change (0..1) when a module's output is replaced by zeros at every step: {zero}.",
-        "",
-        f"One edit / one plain sample (median time ratio, same run): {n['edits']['edit_over_plain']:.3f}.",
-        "",
+        eval_markdown(n["edits"]["runs"]),
     ]
     return "\n".join(lines)
 
@@ -197,17 +129,12 @@ Relative change of the weights from initialisation, ||W - W0|| / ||W0||: {change
     )
 
 
-def measured_defaults(rows: list[dict], alpha: float) -> dict:
-    """The weight decomposition and location with the most monotonic directions (then the largest mean effect)."""
-    weight_rows = [r for r in rows if r["method"] not in ("random", "pca-h")]
-
-    def key(row: dict) -> tuple:
-        scores = row["directions"]
-        return (sum(s["monotonic"] for s in scores), sum(s["effect"] for s in scores) / len(scores))
-
-    best = max(weight_rows, key=key)
-    return {"layer": best["layer"], "location": best["location"], "decomposition": best["method"], "t_edit": 500,
-            "alphas": [-alpha, -alpha / 2, 0.0, alpha / 2, alpha]}  # fmt: skip
+def measured_defaults(runs: list[dict], alpha: float) -> dict:
+    """The weight decomposition and location the probe ranks first on the selection photos."""
+    best = best_attention_method(runs)
+    spec = next(r["methods"][best["name"]]["spec"] for r in runs if r["config"]["location"] == best["location"])
+    return {"layer": spec["layer"], "location": best["location"], "decomposition": spec["decomposition"],
+            "t_edit": 500, "alphas": [-alpha, -alpha / 2, 0.0, alpha / 2, alpha]}  # fmt: skip
 
 
 def main() -> None:
@@ -218,7 +145,9 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--edit-images", type=int, default=32)
+    p.add_argument("--selection-photos", type=parse_seeds, default=list(range(8)), help="test-set indices (0-7)")
+    p.add_argument("--test-photos", type=parse_seeds, default=list(range(9968, 10000)), help="(9968-9999)")
+    p.add_argument("--pullback-photos", type=int, default=4, help="photos for Park et al.'s pullback (slow)")
     p.add_argument("--edit-steps", type=int, default=20)
     p.add_argument("--alpha", type=float, default=4.0)
     p.add_argument("--k", type=int, default=5)
@@ -267,7 +196,7 @@ def main() -> None:
     print(json.dumps(n, indent=1), flush=True)
 
     # inversion of real test photos (the last ones: never used for anything else here)
-    real = test_x[-args.edit_images :]
+    real = test_x[args.test_photos]
     recon = sampling.sample(model, sampling.invert(model, real, args.steps), args.steps)
     ps, ss = sampling.psnr(recon, real), ssim(recon, real)
     n["inversion"] = {"images": len(real), "steps": args.steps, "psnr_median": float(ps.median()),
@@ -289,58 +218,33 @@ def main() -> None:
     locations = ("mid_block", "mid_block.attentions.0", "up_blocks.0.attentions.1")
     n["zeroing"] = {loc: zeroing_sensitivity(model, list(range(12)), args.edit_steps, loc) for loc in locations}
 
-    # edits of real photos
-    attr_std = {a: float(v.std()) for a, v in fashion.attributes(test_x).items()}
-    x_real = sampling.invert(model, real, args.edit_steps)
-    plain = sampling.sample(model, x_real, args.edit_steps)
-    rows, grid_rows, grid_labels = [], [], []
-    for layer, location in (
-        ("up_blocks.0.attentions.1", "up_blocks.0.attentions.1"),
-        ("mid_block.attentions.0", "mid_block"),
-    ):
-        for method in METHODS:
-            dirs = method_directions(model, method, layer, location, args.k, args.pca_seeds)
-            k = len(dirs)
-            alphas = torch.cat([torch.eye(k), -torch.eye(k)]).repeat_interleave(len(real), 0) * args.alpha
-            edited = sampling.edit_images(model, x_real.repeat(2 * k, 1, 1, 1), dirs, alphas, args.edit_steps,
-                                         t_edit=defaults["t_edit"], location=location)  # fmt: skip
-            plus, minus = edited[: k * len(real)], edited[k * len(real) :]
-            scores = [score(classifier, plain, plus[j * len(real) : (j + 1) * len(real)],
-                            minus[j * len(real) : (j + 1) * len(real)], attr_std) for j in range(k)]  # fmt: skip
-            rows.append({"location": location, "layer": layer, "method": method, "directions": scores})
-            print(
-                location,
-                method,
-                [(s["label"], round(s["effect"], 2), round(s["class_change"], 2)) for s in scores],
-                flush=True,
-            )
-            if location == defaults["location"] and method in ("qk", "pca-h"):
-                for j in range(min(2, k)):
-                    grid_rows.append(torch.stack([minus[j * len(real)], plain[0], plus[j * len(real)]]))
-                    grid_labels.append(f"{method} {j}: {scores[j]['label']}")
+    # edits of real photos: photo i of the test set plays seed i (its DDIM inversion is x_T)
+    def inverted(m, photos: list[int]) -> torch.Tensor:
+        return sampling.invert(m, test_x[photos], args.edit_steps)
 
-    # timing: one edit vs one plain sample on the same batch
-    dirs = compute_directions(model.unet, defaults["layer"], "qk").top(1)
-    ratios = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        sampling.sample(model, x_real[:16], args.edit_steps)
-        t1 = time.perf_counter()
-        sampling.edit_images(
-            model, x_real[:16], dirs, torch.full((16, 1), args.alpha), args.edit_steps, location=defaults["location"]
-        )
-        ratios.append((time.perf_counter() - t1) / (t1 - t0))
-    n["edits"] = {"images": len(real), "steps": args.edit_steps, "alpha": args.alpha, "t_edit": defaults["t_edit"],
-                  "k": args.k, "rows": rows, "edit_over_plain": float(torch.tensor(ratios).median())}  # fmt: skip
+    cfg = EvalConfig(seeds=args.test_photos, selection_seeds=args.selection_photos, k=args.k, alpha=args.alpha,
+                     num_steps=args.edit_steps, t_edit=defaults["t_edit"], pca_samples=args.pca_seeds,
+                     layers=("mid_block.attentions.0",), per_head=False,
+                     pullback_seeds=args.pullback_photos)  # fmt: skip
+    probe = fashion_probe(classifier_dir)
+    runs = evaluate_locations(model, cfg, ["up_blocks.0.attentions.1", "mid_block"], probe=probe, noise=inverted)
+    n["edits"] = {"images": len(args.test_photos), "selection_images": len(args.selection_photos),
+                  "steps": args.edit_steps, "alpha": args.alpha, "t_edit": defaults["t_edit"], "k": args.k,
+                  "runs": runs}  # fmt: skip
+    chosen = measured_defaults(runs, args.alpha)
+    dirs = compute_directions(model.unet, chosen["layer"], chosen["decomposition"]).top(3)
+    x_first = inverted(model, args.test_photos[:1])
+    strip = sampling.edit_images(model, x_first.repeat(9, 1, 1, 1), dirs, sampling.sweep_alphas(3, [-args.alpha, 0.0,
+                                 args.alpha]), args.edit_steps, chosen["t_edit"], chosen["location"])  # fmt: skip
+    grid_labels = [f"{chosen['decomposition']} {j}" for j in range(3)]
 
     args.results.mkdir(exist_ok=True)
     write_text(args.results / "fashion.json", json.dumps(n, indent=1) + "\n")
     write_text(args.results / "fashion.md", markdown(n))
-    save_png(image_grid(torch.cat(grid_rows), len(grid_rows), 3, grid_labels, ["-alpha", "plain", "+alpha"], scale=3),
-             args.results / "fashion.png")  # fmt: skip
+    save_png(image_grid(strip, 3, 3, grid_labels, ["-alpha", "plain", "+alpha"], scale=3), args.results / "fashion.png")
     write_text(args.out / "numbers.json", json.dumps(n, indent=1) + "\n")
     write_text(args.out / "README.md", card(n, state["config"]))
-    n["defaults"] = measured_defaults(rows, args.alpha)
+    n["defaults"] = chosen
     write_text(args.out / "eigenedit.json", json.dumps(n["defaults"], indent=1) + "\n")
     save_png(image_grid(images[:64], 8, 8, scale=2), args.out / "samples.png")
     save_png(

@@ -250,7 +250,7 @@ def test_bad_input_is_one_error_and_no_output(model_dir, dfile, tmp_path, capsys
     elif case == "wrong image size":
         (tmp_path / "imgs").mkdir()
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "imgs" / "small.png")
-        source = ["--images", tmp_path / "imgs"]
+        source = ["--images", tmp_path / "imgs", "--resize", "none"]
     elif case == "missing listed image":
         (tmp_path / "list.txt").write_text("gone.png\n")
         source = ["--images", tmp_path / "list.txt"]

@@ -90,8 +90,8 @@ def test_bad_images(model_dir, tmp_path, capsys):
     text = tmp_path / "text.png"
     text.write_text("not an image")
     for path, message in [(wrong_size, "is 16x20"), (gray, "mode L"), (text, "cannot read image")]:
-        assert run("edit", "--model", model_dir, "--image", path, "-o", tmp_path / "o.png") == 2
-        assert message in capsys.readouterr().err
+        assert run("edit", "--model", model_dir, "--image", path, "--resize", "none", "-o", tmp_path / "o.png") == 2
+        assert message in capsys.readouterr().err  # --resize none: the image must already fit (strict)
     assert not (tmp_path / "o.png").exists()
 
 

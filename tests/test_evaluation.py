@@ -1,9 +1,10 @@
+import pytest
 import torch
 
 from eigenedit.core.sampling import noise_from_seeds
 from eigenedit.data import shapes
-from eigenedit.evaluation.baselines import pullback_directions
-from eigenedit.evaluation.evaluate import EvalConfig, run_evaluation, score_direction, summarize
+from eigenedit.evaluation.baselines import PullbackRecipe, pullback_directions
+from eigenedit.evaluation.evaluate import EvalConfig, run_evaluation, score_direction, split_seeds, summarize
 
 
 def images_with(factors: dict, **changes) -> torch.Tensor:
@@ -59,21 +60,37 @@ def test_pullback_matches_the_explicit_jacobian(tiny_model):
 
     jac = torch.autograd.functional.jacobian(h_of, x).flatten(1)
     handle.remove()
-    expected = torch.linalg.svdvals(jac)[:2]
-    basis, sigmas = pullback_directions(tiny_model, x, 500, rank=2, iterations=30)
-    assert torch.allclose(sigmas, expected, rtol=2e-2)
+    _, expected, vh = torch.linalg.svd(jac.double(), full_matrices=False)
+    basis, sigmas, iterations = pullback_directions(tiny_model, x, 500, rank=2, max_iter=50)
+    assert torch.allclose(sigmas, expected[:2].float(), rtol=2e-2)
     assert torch.allclose(basis.flatten(1).norm(dim=1), torch.ones(2), atol=1e-5)
+    alignment = (basis.flatten(1).double() @ vh[:2].T).abs().diagonal()  # same vectors up to sign
+    assert (alignment > 0.98).all(), alignment
+    assert 10 < iterations <= 50  # Park et al.: more than min_iter = 10 iterations, at most max_iter
+
+
+def test_x_space_guidance_follows_the_eps_difference(tiny_model):
+    from eigenedit.evaluation.baselines import x_space_guidance
+
+    x = noise_from_seeds(tiny_model, [0, 1])
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    out = x_space_guidance(tiny_model, x, 900, v, [0, 1, 2], step=1.0, scale=0.25)
+    with torch.no_grad():
+        eps = tiny_model.predict_eps(torch.cat([x, x + v]), 900)
+    assert torch.equal(out[0], x)
+    assert torch.allclose(out[1], x + 0.25 * (eps[2:] - eps[:2]), atol=1e-5)
+    assert not torch.allclose(out[2], out[1])
 
 
 def tiny_eval_config(**overrides) -> EvalConfig:
     defaults = dict(
-        seeds=2,
+        seeds=[100, 101],
+        selection_seeds=[0, 1],
         k=2,
         num_steps=3,
         pca_samples=4,
         pca_steps=2,
-        pullback_rank=2,
-        pullback_iterations=1,
+        pullback=PullbackRecipe(rank=2, max_iter=2, min_iter=1),
         layers=("mid_block.attentions.0",),
         timing_repeats=1,
     )
@@ -88,6 +105,31 @@ def test_tiny_evaluation_runs_every_method(tiny_model):
     )
     assert methods["timing"]["edit_over_plain"] > 0
     assert all(len(m["directions"]) == 2 for name, m in methods.items() if name != "timing")
+    assert result["seeds"] == {"selection": [0, 1], "test": [100, 101]} and result["probe"] is None
+    summary = methods["qk mid_block.attentions.0"]["summary"]
+    assert {"effect_over_random", "mean_linearity", "mean_consistency", "mean_ssim", "consistent_edits"} <= set(summary)
+    assert methods["random"]["summary"]["effect_over_random"] == pytest.approx(1.0)
+    # the attention methods and the control are also measured on the selection seeds (which choose); baselines not
+    assert "selection_summary" in methods["qk mid_block.attentions.0"] and "selection_summary" not in methods["pca-h"]
+
+
+def test_overlapping_seeds_are_refused(tiny_model):
+    with pytest.raises(ValueError, match="overlap"):
+        run_evaluation(tiny_model, tiny_eval_config(selection_seeds=[0, 100]), progress=False)
+
+
+def test_seed_split_is_disjoint():
+    selection, test = split_seeds(list(range(1000, 1064)), None, None)
+    assert selection == list(range(1000, 1016)) and test == list(range(1016, 1064))
+    assert split_seeds(None, [0, 1, 2], [1000, 1001]) == ([0, 1, 2], [1000, 1001])
+    assert split_seeds([5, 6, 7, 8], [5, 6], None) == ([5, 6], [7, 8])
+    assert split_seeds([5, 6, 7, 8], None, [8, 7]) == ([5, 6], [8, 7])
+    with pytest.raises(ValueError, match="overlap"):
+        split_seeds(None, [0, 1, 2], [2, 3])
+    with pytest.raises(ValueError, match="at least 2"):
+        split_seeds([0, 1, 2], None, None)
+    with pytest.raises(ValueError, match="not all three"):
+        split_seeds([0, 1], [2, 3], [4, 5])
 
 
 def test_report_from_a_tiny_evaluation_at_two_locations(tiny_model, tmp_path):
@@ -102,7 +144,7 @@ def test_report_from_a_tiny_evaluation_at_two_locations(tiny_model, tmp_path):
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
     table = markdown(runs)
     assert "| random | mid_block |" in table and "| random | mid_block.attentions.0 |" in table
-    assert "time saved vs pullback" in table
+    assert "time saved" in table and "Pullback (Park et al. 2023" in table
     assert len(method_rows(runs)) == sum(len(r["methods"]) - 1 for r in runs)
     assert best_attention_method(runs)["family"] == "attention"
 

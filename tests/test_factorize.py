@@ -60,6 +60,7 @@ def test_qkv_is_sefa_on_stacked_projections():
     c = 4
     a = torch.randn(9, c, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     values, vectors = factorize(weights(a[:3], a[3:6], a[6:], torch.eye(c, dtype=torch.float64)), "qkv")
+    a = a / a.norm(dim=1, keepdim=True)  # SeFa scales every output unit's weights (row of A) to unit norm first
     expected = torch.linalg.svdvals(a) ** 2
     assert torch.allclose(values, expected)
     assert torch.allclose(vectors @ (a.T @ a) @ vectors.T, torch.diag(expected), atol=1e-9)

@@ -234,9 +234,9 @@ def test_prompt_on_an_unconditional_model_is_one_clear_error(tmp_path, capsys, f
 
 
 def test_unsupported_pipelines_are_one_clear_error(tmp_path):
-    index = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
+    index = {"_class_name": "StableDiffusionXLInpaintPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}
     index.update({name: ["transformers", "CLIPTextModel"] for name in ("text_encoder", "text_encoder_2")})
     index["vae"] = ["diffusers", "AutoencoderKL"]
     (tmp_path / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="StableDiffusionXLPipeline is not supported"):
+    with pytest.raises(ValueError, match="StableDiffusionXLInpaintPipeline is not supported"):
         load_model(str(tmp_path))

@@ -53,7 +53,7 @@ def test_cache_hits_do_not_recompute(state):
     for kind in ("model", "directions", "plain", "location"):
         assert state.misses[kind] == first[kind] == 1, kind
     assert state.misses["edit"] == 3
-    state.render(View(model="shapes32", steps=STEPS, decomposition="ov-left"), [1.0])
+    state.render(View(model="shapes32", steps=STEPS, decomposition="qkv"), [1.0])  # not the model's default
     assert state.misses["directions"] == 2 and state.misses["plain"] == 1  # same seed and steps
 
 
@@ -103,7 +103,8 @@ def test_downloads_are_a_png_and_a_directions_file(state, shapes_model, tmp_path
     png = state.image_file(preview.edited)
     assert torch.allclose(load_image(png, shapes_model.sample_shape), preview.edited, atol=1 / 127)
     dirs = Directions.load(state.directions_file(VIEW), expect_dim=128)
-    assert dirs.metadata["layer"] == shapes_model.edit_defaults["layer"] and dirs.metadata["decomposition"] == "qk"
+    defaults = shapes_model.edit_defaults
+    assert dirs.metadata["layer"] == defaults["layer"] and dirs.metadata["decomposition"] == defaults["decomposition"]
     assert torch.equal(dirs.vectors, state.directions(VIEW).vectors)
 
 
@@ -138,15 +139,15 @@ def test_direction_and_location_mismatch_is_a_clear_error(state):
 
 
 def test_view_from_widget_values():
-    values = ["shapes32 ", "", "ov-left", "2", True, 3.0, 7.0, 12, 400.0, ""]
+    values = ["shapes32 ", "", "ov-left", "2", True, 3.0, 7.0, 12, 400.0, "", "scale"]
     view = view_from(values)
-    assert view == View("shapes32", None, "ov-left", 2, True, 3, 7, 12, 400, None)
-    assert view_from(["m", None, None, "merged", False, None, None, None, None, None]).head is None
+    assert view == View("shapes32", None, "ov-left", 2, True, 3, 7, 12, 400, None, "scale")
+    assert view_from(["m", None, None, "merged", False, None, None, None, None, None, None]).head is None
 
 
 def widget_values(model: str = "shapes32", location=None, alphas=(0.0,) * N_SLIDERS) -> list:
     """Widget values in the order the gradio callbacks receive them."""
-    return [model, None, None, "merged", False, 0, 0, STEPS, None, location, 4.0, None, *alphas]
+    return [model, None, None, "merged", False, 0, 0, STEPS, None, location, None, 4.0, None, *alphas]
 
 
 def test_callbacks_show_errors_in_the_status_line(state):
@@ -205,8 +206,9 @@ def test_a_new_model_resets_the_controls_to_its_defaults(tiny_model, tmp_path):
 
     tiny_model.edit_defaults = {"steps": 1, "alphas": [-2.0, 2.0], "t_edit": 300}
     cb = Callbacks(EditorState(loader=lambda name: tiny_model, workdir=tmp_path))
-    layer, _, head, _, _, steps, t_edit, location, alpha_max, *sliders, status = cb.model_changed("tiny")
+    layer, _, head, _, _, steps, t_edit, location, operator, alpha_max, *sliders, status = cb.model_changed("tiny")
     assert layer["value"] == "mid_block.attentions.0" and "mid_block.attentions.0" in location["choices"]
     assert head["choices"] == ["merged", "0", "1"]  # 16 channels, head_dim 8
-    assert (steps["value"], t_edit["value"], alpha_max["value"]) == (1, 300, 2.0)
+    assert (steps["value"], t_edit["value"], alpha_max["value"], operator["value"]) == (1, 300, 2.0, "shift")
+    assert cb.operator_changed("tiny", "xspace")[0]["value"] == 0.02  # each operator's own strength range
     assert all(s["value"] == 0.0 for s in sliders) and "tiny" in status

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import http.client
+import io
 import os
 import shutil
 import socket
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("gradio", reason='the web UI needs gradio (pip install "eigenedit[ui]")')
 pytest.importorskip("selenium", reason="the browser test needs selenium (pip install selenium)")
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from eigenedit.apps.ui import EditorState, build_app  # noqa: E402
+from eigenedit.apps.ui import CONTROL_NAMES, MERGED, N_SLIDERS, Callbacks, EditorState, build_app  # noqa: E402
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -51,14 +59,21 @@ def server():
         demo.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
+def start_chrome(profile: Path | None = None) -> webdriver.Chrome:
+    """A headless Chromium; ``profile``: its own --user-data-dir (cookies, storage), for independent sessions."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"):
         options.add_argument(arg)
     options.add_argument("--window-size=1400,1400")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    if profile is not None:
+        options.add_argument(f"--user-data-dir={profile}")
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_chrome()
     try:
         yield driver
     finally:
@@ -108,9 +123,6 @@ def test_a_bad_model_name_is_shown_on_the_page(server, browser):
 
 
 def test_an_uploaded_image_is_edited(server, browser, tmp_path):
-    import numpy as np
-    from PIL import Image
-
     url, state = server
     picture = tmp_path / "upload.png"
     Image.fromarray(np.full((48, 64, 3), (200, 120, 40), np.uint8)).save(picture)
@@ -122,3 +134,98 @@ def test_an_uploaded_image_is_edited(server, browser, tmp_path):
     assert image_src(browser, "plain") != before  # now the reconstruction of the upload
     assert "resized from 64x48" in browser.find_element(By.ID, "status").text
     assert state.misses["inversion"] == inversions + 1
+
+
+SESSIONS_WAIT_S = 60  # two browsers and the server share the CPU
+
+
+def set_seed(driver, seed: int) -> None:
+    """Type ``seed`` into the seed box (in the closed "sampling and edit" accordion) and wait for its images."""
+    driver.find_element(By.XPATH, "//button[contains(., 'sampling and edit')]").click()
+    box = WebDriverWait(driver, SESSIONS_WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#seed input"), "the seed box never appeared"
+    )[0]
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(seed), Keys.TAB)
+    WebDriverWait(driver, SESSIONS_WAIT_S).until(
+        lambda d: f"seed {seed};" in d.find_element(By.ID, "status").text, f"seed {seed} was never rendered"
+    )
+
+
+def slider_value(driver, index: int) -> float:
+    return float(driver.find_element(By.CSS_SELECTOR, f"#alpha-{index} input[type=number]").get_attribute("value"))
+
+
+def shown_pixels(driver, elem_id: str, fetched: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The pixels of the image the page shows (each URL fetched once), or None before it shows one.
+
+    gradio rewrites an image's cache file in place each time it is returned again (the unedited image, with every
+    slider move), so a fetch at that moment can come back short: then None, and the next poll fetches it again."""
+    src = image_src(driver, elem_id)
+    if src and src not in fetched:
+        try:
+            with urllib.request.urlopen(src) as response:
+                fetched[src] = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
+        except (OSError, http.client.HTTPException):  # a short read, or a truncated PNG
+            return None
+    return fetched.get(src)
+
+
+def test_two_sessions_moving_sliders_at_once_get_only_their_own_images(server, tmp_path):
+    """Two browsers (own profiles), at seed 1 and seed 2, drag the same sliders to the same ends at the same time;
+    each then shows the images of its own seed, exactly as a server that never saw the other session renders them."""
+    url, state = server
+    seeds, moves = (1, 2), ((0, Keys.ARROW_RIGHT), (1, Keys.ARROW_LEFT))  # slider 0 to +max, slider 1 to -max
+    model = state.defaults("shapes32")
+    alpha_max, steps = model["alpha_max"], model["preview_steps"]
+    alphas = [alpha_max, -alpha_max] + [0.0] * (N_SLIDERS - 2)
+
+    def widget_values(seed: int) -> list:  # the page's inputs (CONTROL_NAMES, alpha_max, upload, sliders)
+        controls = dict(model="shapes32", head=MERGED, fold_norm=False, first=0, seed=seed, steps=steps)
+        return [controls.get(name) for name in CONTROL_NAMES] + [alpha_max, None, *alphas]
+
+    reference = Callbacks(EditorState())  # its own model and caches: each session's settings rendered alone
+    expected = {seed: [np.asarray(image) for image in reference.preview(*widget_values(seed))[:2]] for seed in seeds}
+    assert not np.array_equal(expected[1][1], expected[2][1])  # the two sessions' edited images differ
+    assert not np.array_equal(expected[1][0], expected[1][1])  # and the sliders change the image
+
+    def drag(driver) -> None:
+        sliders = {i: driver.find_element(By.CSS_SELECTOR, f"#alpha-{i} input[type=range]") for i, _ in moves}
+        for _ in range(6):  # 6 x 8 presses, the sliders alternating: each passes its end (40 steps of max/40)
+            for i, key in moves:
+                sliders[i].send_keys(key * 8)
+
+    with ExitStack() as stack:
+        pages = {seed: stack.enter_context(start_chrome(tmp_path / f"profile-{seed}")) for seed in seeds}
+        for page in pages.values():
+            page.get(url)
+        for seed, page in pages.items():
+            WebDriverWait(page, SESSIONS_WAIT_S).until(lambda d: image_src(d, "edited"), "no edited image shown")
+            set_seed(page, seed)
+        with ThreadPoolExecutor(len(pages)) as pool:  # both sessions at once
+            list(pool.map(drag, pages.values()))
+        for page in pages.values():  # the page's own slider values, at once (no server round trip)
+            WebDriverWait(page, SESSIONS_WAIT_S).until(
+                lambda d: np.allclose([slider_value(d, i) for i in range(N_SLIDERS)], alphas, atol=alpha_max / 1000),
+                "the sliders did not reach the ends",
+            )
+
+        fetched: dict[str, np.ndarray] = {}
+
+        def shown(seed: int) -> str:
+            """Whose images the session of ``seed`` shows: "own", "other" or "none"."""
+            images = [shown_pixels(pages[seed], elem_id, fetched) for elem_id in ("plain", "edited")]
+            for whose, want in (("own", expected[seed]), ("other", expected[3 - seed])):
+                if all(got is not None and np.array_equal(got, w) for got, w in zip(images, want, strict=True)):
+                    return whose
+            return "none"
+
+        try:
+            WebDriverWait(pages[1], SESSIONS_WAIT_S).until(lambda _: all(shown(seed) == "own" for seed in seeds))
+        except TimeoutException:
+            statuses = {seed: page.find_element(By.ID, "status").text for seed, page in pages.items()}
+            whose = {seed: shown(seed) for seed in seeds}
+            pytest.fail(f"whose images each session shows: {whose}; status lines: {statuses}")
+        for seed, page in pages.items():
+            assert f"seed {seed};" in page.find_element(By.ID, "status").text
+            assert shown(seed) == "own"  # still, after both settled

@@ -50,6 +50,42 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+MAX_SEEDS = 10_000_000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0-9,20,30-31`` -> seeds (ranges inclusive), duplicates dropped, order kept."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, sep, high = part.partition("-")
+        if not low.strip().isdigit() or (sep and not high.strip().isdigit()):
+            raise argparse.ArgumentTypeError(f"expected seeds such as 0-99 or 0,5,7, got {part!r}")
+        first, last = int(low), int(high) if sep else int(low)
+        if last < first:
+            raise argparse.ArgumentTypeError(f"seed range {part!r} is empty")
+        if last >= 2**64:
+            raise argparse.ArgumentTypeError(f"seed {last} is too large (seeds are 0..2**64-1)")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"more than {MAX_SEEDS} seeds; split the job")
+        seeds.extend(range(first, last + 1))
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. 0-99")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_seed_spec(text: str) -> list[int]:
+    """A count (``16``: seeds 0..15), a range (``1000-1063``) or a list (``0,5,7-9``; one seed: ``7,``)."""
+    if text.strip().isdigit():
+        count = int(text)
+        if not 1 <= count <= MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"seed count must be 1..{MAX_SEEDS}, got {text!r}")
+        return list(range(count))
+    return parse_seeds(text)
+
+
 def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped name, local folder or hub id ({DEFAULT_MODEL})")

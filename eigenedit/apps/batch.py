@@ -34,17 +34,24 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from eigenedit.apps.arguments import common_parser, parse_alphas, parse_term, positive_int, run
+from eigenedit.apps.arguments import (  # parse_seeds: also batch.parse_seeds
+    common_parser,
+    parse_alphas,
+    parse_seeds,
+    parse_term,
+    positive_int,
+    run,
+)
+from eigenedit.apps.guards import OneLineParser, check_provenance, note, warn_strengths
 from eigenedit.core import operators, sampling
-from eigenedit.core.defaults import GENERIC_DEFAULTS
+from eigenedit.core.defaults import GENERIC_DEFAULTS, default_alphas
 from eigenedit.core.directions import Directions
-from eigenedit.core.io import atomic_write, load_image, to_uint8
+from eigenedit.core.io import DEFAULT_RESIZE, RESIZE_MODES, atomic_write, load_image, read_image, to_uint8
 from eigenedit.models import DiffusionModel, load_model
 
 MANIFEST = "manifest.jsonl"
 PART = re.compile(r"manifest\.rank(\d+)\.jsonl")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-MAX_SEEDS = 10_000_000
 PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 # record fields that must match the current settings for an output to count as done
 KEY_FIELDS = (
@@ -59,7 +66,9 @@ KEY_FIELDS = (
     "t_edit",
     "location",
     "asymmetric",
+    "operator",
     "scale",
+    "resize",
 )
 
 
@@ -103,6 +112,9 @@ class Job:
     asymmetric: bool
     batch_size: int
     scale: int
+    resize: str = DEFAULT_RESIZE  # how source images are fitted to the model (io.fit_size)
+    operator: str = "shift"  # how a direction acts (eigenedit.core.operators)
+    notes: tuple[str, ...] = ()  # source images that were converted or resized, for one note line
 
     def output(self, item: Item, edit: EditSpec) -> str:
         return f"{item.name}__{edit.tag}.png"
@@ -142,7 +154,9 @@ class Job:
             "t_edit": self.t_edit,
             "location": self.location,
             "asymmetric": self.asymmetric,
+            "operator": self.operator,
             "scale": self.scale,
+            "resize": self.resize if item.seed is None else None,
             "process": process,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -152,29 +166,6 @@ def format_alpha(alpha: float) -> str:
     """Short signed text that still names the exact float: 2.0 -> "+2", 0.1234567 -> "+0.1234567"."""
     text = f"{alpha:+g}"
     return text if float(text) == alpha else f"{alpha:+}"
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``0-9,20,30-31`` -> seeds (ranges inclusive), duplicates dropped, order kept."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        low, sep, high = part.partition("-")
-        if not low.strip().isdigit() or (sep and not high.strip().isdigit()):
-            raise argparse.ArgumentTypeError(f"expected seeds such as 0-99 or 0,5,7, got {part!r}")
-        first, last = int(low), int(high) if sep else int(low)
-        if last < first:
-            raise argparse.ArgumentTypeError(f"seed range {part!r} is empty")
-        if last >= 2**64:
-            raise argparse.ArgumentTypeError(f"seed {last} is too large (seeds are 0..2**64-1)")
-        if len(seeds) + last - first + 1 > MAX_SEEDS:
-            raise argparse.ArgumentTypeError(f"more than {MAX_SEEDS} seeds; split the job")
-        seeds.extend(range(first, last + 1))
-    if not seeds:
-        raise argparse.ArgumentTypeError("give at least one seed, e.g. 0-99")
-    return list(dict.fromkeys(seeds))
 
 
 def parse_edit(text: str) -> EditSpec:
@@ -225,8 +216,11 @@ def list_images(path: Path) -> list[tuple[str, Path]]:
     return [(e, path.parent / e) for e in entries]
 
 
-def image_items(path: Path, shape: tuple[int, int, int]) -> list[Item]:
-    """Validate every listed image (readable, the model's size and mode) and fingerprint it."""
+def image_items(
+    path: Path, shape: tuple[int, int, int], resize: str = DEFAULT_RESIZE, notes: list[str] | None = None
+) -> list[Item]:
+    """Validate every listed image (readable, convertible to the model's size and mode) and fingerprint it;
+    what converting changed is appended to ``notes``."""
     items: list[Item] = []
     names: dict[str, Path] = {}
     files: set[Path] = set()
@@ -236,7 +230,9 @@ def image_items(path: Path, shape: tuple[int, int, int]) -> list[Item]:
         name = output_stem(given)
         if name in names:
             raise ValueError(f"inputs {names[name]} and {file} would both write {name}__*.png; rename one")
-        load_image(file, shape)  # raises a clear ValueError for a missing, unreadable or mismatched image
+        _, changed = read_image(file, shape, resize)  # a clear ValueError for a missing or unreadable image
+        if changed and notes is not None:
+            notes.append(f"{file} {changed}")
         names[name] = file
         files.add(file.resolve())
         items.append(Item(name, source=str(file), digest=file_sha256(file)))
@@ -267,9 +263,11 @@ def prepare(args, device: torch.device | str) -> Job:
     if not dfile.is_file():
         raise ValueError(f"directions file not found: {dfile}")
     model = load_model(args.model, device=str(device))
-    settings = {name: getattr(args, name, None) for name in ("location", "t_edit", "alphas")}
+    settings = {name: getattr(args, name, None) for name in ("location", "t_edit", "operator", "alphas")}
     for name, value in settings.items():
-        if value is None:
+        if value is None and name == "alphas":
+            settings[name] = default_alphas(model.edit_defaults, settings["operator"])
+        elif value is None:
             settings[name] = model.edit_defaults.get(name, GENERIC_DEFAULTS[name])
     if model.image_shape[0] not in PNG_MODES:
         raise ValueError(f"cannot write {model.image_shape[0]}-channel images as PNG")
@@ -277,12 +275,15 @@ def prepare(args, device: torch.device | str) -> Job:
         edits.extend(EditSpec((index,), (float(a),)) for a in settings["alphas"])
     edits = list({e.tag: e for e in edits}.values())  # the same edit twice would write the same file
     all_dirs = Directions.load(dfile, expect_dim=operators.location_dims(model, settings["location"]))
+    check_provenance(all_dirs, dfile, model.model_id, None, getattr(args, "force", False))
     columns = sorted({i for e in edits for i in e.indices})
     directions = all_dirs.select(columns)
+    notes: list[str] = []
+    resize = getattr(args, "resize", DEFAULT_RESIZE)
     if args.seeds is not None:
         items = [Item(f"seed{s}", seed=s) for s in args.seeds]
     else:
-        items = image_items(args.images, model.image_shape)
+        items = image_items(args.images, model.image_shape, resize, notes)
     return Job(
         model=model,
         directions=directions,
@@ -298,6 +299,9 @@ def prepare(args, device: torch.device | str) -> Job:
         asymmetric=args.asymmetric,
         batch_size=args.batch_size,
         scale=args.scale,
+        resize=resize,
+        notes=tuple(notes),
+        operator=settings["operator"],
     )
 
 
@@ -386,7 +390,7 @@ def run_batch(job: Job, indices: list[int], todo: list[str], process: int = 0) -
     if items[0].seed is not None:
         x_t = sampling.noise_from_seeds(model, [item.seed for item in items])
     else:
-        images = torch.cat([load_image(item.source, model.image_shape) for item in items])
+        images = torch.cat([load_image(item.source, model.image_shape, job.resize) for item in items])
         x_t = sampling.invert(model, model.encode(images), job.steps)
     n_edits = len(job.edits)
     edited = sampling.edit_images(
@@ -399,6 +403,7 @@ def run_batch(job: Job, indices: list[int], todo: list[str], process: int = 0) -
         job.location,
         job.asymmetric,
         job.batch_size,
+        operator=job.operator,
     )
     pixels = to_uint8(model.decode(edited))
     wanted = set(todo)
@@ -424,8 +429,11 @@ def cmd_batch(args) -> None:
             raise SystemExit(2) from None  # every process finds the same problem; the main process reports it
         raise
     out, order = job.output_dir, job.outputs()
-    pending = None
+    pending, created = None, not out.exists()
     if state.is_main_process:
+        if job.notes:
+            more = f" (and {len(job.notes) - 1} more)" if len(job.notes) > 1 else ""
+            note(f"{job.notes[0]}{more}" + ("; --resize picks another way" if "resized" in " ".join(job.notes) else ""))
         out.mkdir(exist_ok=True)
         remove_stale_temporaries(out)
         merge_manifest(out, order)  # parts left by an interrupted run
@@ -442,17 +450,26 @@ def cmd_batch(args) -> None:
     with state.split_between_processes(pending) as mine:
         part = out / f"manifest.rank{state.process_index}.jsonl"
         total = sum(len(t) for _, t in mine)
-        bar = tqdm(total=total, desc="batch", unit="img", disable=not state.is_main_process or not total)
-        with open(part, "a") as log, bar:
-            for indices, todo in mine:
-                for rec in run_batch(job, indices, todo, state.process_index):
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    bar.update()
+        bar = tqdm(total=total, desc="batch", unit="img", leave=False, disable=not state.is_main_process or not total)
+        try:
+            with open(part, "a") as log, bar:
+                for indices, todo in mine:
+                    for rec in run_batch(job, indices, todo, state.process_index):
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
+                        bar.update()
+        except ValueError:  # e.g. an edit too strong (non-finite images): keep what is done, leave no empty folder
+            if state.num_processes == 1:
+                merge_manifest(out, order)
+                if created and not any(out.glob("*.png")):
+                    (out / MANIFEST).unlink(missing_ok=True)
+                    out.rmdir()
+            raise
     state.wait_for_everyone()
     elapsed = time.perf_counter() - start
     if state.is_main_process:
         written = merge_manifest(out, order)
+        warn_strengths([a for e in job.edits for a in e.alphas], job.model.edit_defaults.get("alphas", [1.0]))
         rate = f" in {elapsed:.2f} s ({written / elapsed:.3f} images/s)" if written else ""
         print(f"wrote {written} images{rate} to {out}; manifest {out / MANIFEST}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -483,12 +500,22 @@ def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.Ar
     p.add_argument("--location", default=None, help="module whose output is shifted (default: the model's)")
     p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
     p.add_argument(
+        "--operator", default=None, choices=operators.OPERATORS, help="how a direction acts (default: the model's)"
+    )
+    p.add_argument(
         "--batch-size",
         type=positive_int,
         default=16,
         help="images per batch; it fixes how work is grouped, so keep it when resuming or comparing runs",
     )
     p.add_argument("--scale", type=positive_int, default=1, help="upscaling of each PNG")
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default=DEFAULT_RESIZE,
+        help="fit --images to the model's size: center-crop (default), pad, stretch, or none (must match)",
+    )
+    p.add_argument("--force", action="store_true", help="apply a directions file made for another model anyway")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
     p.add_argument("-o", "--output-dir", type=Path, required=True, help="output folder (created if missing)")
     p.set_defaults(func=cmd_batch)
@@ -497,7 +524,7 @@ def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.Ar
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m eigenedit.apps.batch ARGS`` is ``eigenedit batch ARGS`` (handy after ``accelerate launch -m``)."""
-    parser = argparse.ArgumentParser(prog="python -m eigenedit.apps")
+    parser = OneLineParser(prog="python -m eigenedit.apps")
     add_batch_parser(parser.add_subparsers(), [common_parser()])
     return run(parser.parse_args(["batch", *(sys.argv[1:] if argv is None else argv)]))
 

@@ -14,17 +14,20 @@ from eigenedit.apps.arguments import (
     parse_alpha,
     parse_alphas,
     parse_guidance,
+    parse_seed_spec,
+    parse_seeds,
     parse_term,
     positive_int,
     run,
 )
 from eigenedit.apps.batch import add_batch_parser
+from eigenedit.apps.guards import OneLineParser, check_provenance, model_identity, note, warn_strengths
 from eigenedit.core import defaults, operators, sampling
 from eigenedit.core.attention import DEFAULT_LAYER, list_attention_layers
 from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
-from eigenedit.core.io import check_writable, image_grid, load_image, save_png
+from eigenedit.core.io import DEFAULT_RESIZE, RESIZE_MODES, check_writable, image_grid, read_image, save_png
 from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.stable_diffusion import DEFAULT_GUIDANCE, StableDiffusionModel
 
@@ -33,9 +36,13 @@ def open_model(args) -> DiffusionModel:
     """Load --model and fill every option the user left unset from the model's eigenedit.json, then the generic
     defaults (the shipped model's file holds the choices its evaluation favoured)."""
     model = load_model(args.model, allow_pickle=getattr(args, "allow_pickle", False))
+    # what the user chose (not filled in below): a --directions file must match it
+    args.requested = {name: getattr(args, name, None) for name in ("layer", "decomposition", "head", "fold_norm")}
+    operator = getattr(args, "operator", None) or model.edit_defaults.get("operator", GENERIC_DEFAULTS["operator"])
     for name, generic in GENERIC_DEFAULTS.items():
         if getattr(args, name, None) is None:  # also options a command has no flag for (labelling uses them)
-            setattr(args, name, model.edit_defaults.get(name, generic))
+            value = model.edit_defaults.get(name, generic)
+            setattr(args, name, defaults.default_alphas(model.edit_defaults, operator) if name == "alphas" else value)
     if getattr(args, "scale", 0) is None:
         args.scale = 1 if model.latent else 4
     set_prompt(args, model)
@@ -49,9 +56,10 @@ def open_model(args) -> DiffusionModel:
 
 
 def set_prompt(args, model: DiffusionModel) -> None:
-    """--prompt, --negative-prompt, --guidance: text conditioning, for Stable Diffusion models only."""
+    """--prompt, --negative-prompt, --guidance: conditioning, for models that take it (Stable Diffusion, SDXL,
+    PixArt, SD3, Flux: text; DiT: a class index or label)."""
     prompt, negative, guidance = (getattr(args, name, None) for name in ("prompt", "negative_prompt", "guidance"))
-    if not isinstance(model, StableDiffusionModel):
+    if not isinstance(model, StableDiffusionModel) and not hasattr(model, "set_prompt"):
         given = [f for f, v in (("--prompt", prompt), ("--negative-prompt", negative), ("--guidance", guidance)) if v]
         if given:
             raise ValueError(
@@ -59,7 +67,8 @@ def set_prompt(args, model: DiffusionModel) -> None:
             )
         return
     if guidance is None:  # DDIM inversion reconstructs well only without guidance
-        guidance = 1.0 if getattr(args, "image", None) is not None else DEFAULT_GUIDANCE
+        guidance = 1.0 if getattr(args, "image", None) is not None else getattr(model, "default_guidance", None)
+        guidance = DEFAULT_GUIDANCE if guidance is None else guidance
     model.set_prompt(prompt or "", negative or "", guidance)
 
 
@@ -70,6 +79,9 @@ def direction_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", type=int, default=None, help="one head (default: all heads merged)")
     p.add_argument("--fold-norm", action="store_true", help="fold the GroupNorm scale into the weights")
     p.add_argument("--directions", type=Path, default=None, help="a saved directions file (overrides the above)")
+    p.add_argument(
+        "--force", action="store_true", help="apply a --directions file made for another model or layer anyway"
+    )
     return p
 
 
@@ -84,10 +96,19 @@ def sampling_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--seed", type=int, default=0, help="seed of the generated image (ignored with --image)")
     p.add_argument("--image", type=Path, default=None, help="edit a real image (DDIM-inverted first)")
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default=DEFAULT_RESIZE,
+        help="fit --image to the model's size: center-crop (default), pad, stretch, or none (must match)",
+    )
     p.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default: the model's, else 50)")
     p.add_argument("--t-edit", type=int, default=None, help="edit at timesteps t >= t_edit (default: the model's)")
     p.add_argument("--location", default=None, help="module whose output is shifted (default: the model's)")
     p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
+    p.add_argument(
+        "--operator", default=None, choices=operators.OPERATORS, help="how a direction acts (default: the model's)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--scale", type=positive_int, default=None, help="upscaling of the PNG (default 4; latent models 1)")
     p.add_argument("--difficulty", type=int, default=None, help="terrain difficulty 1..100 (terrain128; default 50)")
@@ -104,8 +125,13 @@ def sampling_parser() -> argparse.ArgumentParser:
 
 def get_directions(args, model: DiffusionModel) -> Directions:
     if args.directions is not None:
-        return Directions.load(args.directions, expect_dim=operators.location_dims(model, args.location))
-    return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, model.model_id)
+        dirs = Directions.load(args.directions, expect_dim=operators.location_dims(model, args.location))
+        check_provenance(dirs, args.directions, model.model_id, getattr(args, "requested", None), args.force)
+        return dirs
+    identity = model_identity(model.model_id)
+    # -k (directions, sweep): only the top k, by the fast solver on wide layers (core.topk)
+    k = getattr(args, "k", None)
+    return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, identity, k=k)
 
 
 def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
@@ -123,18 +149,31 @@ def starting_noise(args, model: DiffusionModel) -> tuple[torch.Tensor, torch.Ten
     """x_T from --seed, or from the DDIM inversion of --image (also returned, for PSNR)."""
     if args.image is None:
         return sampling.noise_from_seeds(model, [args.seed]), None
-    image = load_image(args.image, model.image_shape)
+    image = load_input(args, model)
     return sampling.invert(model, model.encode(image), args.steps, progress=True), image
+
+
+def load_input(args, model: DiffusionModel) -> torch.Tensor:
+    """--image converted to the model's mode and size as --resize says (one note line if it changed)."""
+    image, changed = read_image(args.image, model.image_shape, args.resize)
+    if changed:
+        hint = "; --resize picks another way" if args.resize == DEFAULT_RESIZE and "resized" in changed else ""
+        note(f"{args.image} {changed}{hint}")
+    return image
 
 
 def cmd_layers(args) -> None:
     model = open_model(args)
-    layers = list_attention_layers(model.unet)
+    # models with more inputs (SDXL) or a token grid (transformers) list their own layers
+    layers = model.attention_layers() if hasattr(model, "attention_layers") else list_attention_layers(model.unet)
     width = max([32, *(len(layer.name) for layer in layers)])  # Stable Diffusion's names are longer
-    print(f"{'layer':{width}s} {'channels':>8s} {'heads':>5s} {'head_dim':>8s} {'resolution':>10s}")
-    for layer in layers:
+    print(f"{'layer':{width}s} {'channels':>8s} {'heads':>5s} {'head_dim':>8s} {'resolution':>10s}  projections")
+    for layer in layers:  # resolution: a UNet layer's H x W, a transformer's image token grid
         res = "x".join(map(str, layer.resolution)) if layer.resolution else "?"
-        print(f"{layer.name:{width}s} {layer.channels:8d} {layer.heads:5d} {layer.head_dim:8d} {res:>10s}")
+        print(
+            f"{layer.name:{width}s} {layer.channels:8d} {layer.heads:5d} {layer.head_dim:8d} {res:>10s}  "
+            f"{layer.projections}"
+        )
 
 
 def cmd_directions(args) -> None:
@@ -148,11 +187,41 @@ def cmd_directions(args) -> None:
     dirs = maybe_label(args, model, dirs.top(k))
     meta = dirs.metadata
     print(f"{meta.get('decomposition')} directions of {meta.get('layer')} ({dirs.dim}-dim), {elapsed * 1e3:.1f} ms")
-    for i, (value, label) in enumerate(zip(dirs.values.tolist(), dirs.labels, strict=True)):
-        print(f"{i:4d} {value:12.5f} {label}")
+    if args.report:
+        print_report(args, model, dirs)
+    else:
+        for i, (value, label) in enumerate(zip(dirs.values.tolist(), dirs.labels, strict=True)):
+            print(f"{i:4d} {value:12.5f} {label}")
     if args.output is not None:
         dirs.save(args.output)
         print(f"saved {len(dirs)} directions to {args.output}")
+
+
+def print_report(args, model: DiffusionModel, dirs: Directions) -> None:
+    """--report: the label-free metrics of every direction (and the probe's label where the model has a probe)."""
+    from eigenedit.evaluation.evaluate import direction_report, seed_text
+    from eigenedit.evaluation.labelfree import is_consistent_edit
+    from eigenedit.evaluation.probes import load_probe
+
+    probe = "auto" if args.probe is None else (None if args.probe == "none" else load_probe(args.probe))
+    alpha = args.report_alpha or max(abs(a) for a in args.alphas)
+    steps = min(args.steps, 20)
+    report = direction_report(model, dirs, args.report_seeds, alpha, steps, args.t_edit, args.location, probe)
+    reference = report["random"]["mean_pixel_change"]
+    print(
+        f"label-free metrics on seeds {seed_text(report['seeds'])}, alpha +-{alpha:g} (5 strengths), {steps} DDIM "
+        f"steps, edits at {args.location} (t >= {args.t_edit}); random directions: pixel change {reference:.4f}, "
+        f"consistency {report['random']['mean_consistency']:.2f}, R^2 {report['random']['mean_linearity']:.2f}"
+    )
+    print(f"{'#':>4s} {'value':>12s} {'x random':>8s} {'R^2':>5s} {'consist':>7s} {'SSIM':>5s} {'edit':>4s} label")
+    for i, (value, r) in enumerate(zip(dirs.values.tolist(), report["directions"], strict=True)):
+        f = r["labelfree"]
+        ok = "yes" if is_consistent_edit(f, reference) else "no"
+        label = r["probe"]["label"] if r["probe"] else (dirs.labels[i] if dirs.labels[i] else "")
+        print(
+            f"{i:4d} {value:12.5f} {f['pixel_change'] / reference:8.2f} {f['linearity']:5.2f} "
+            f"{f['consistency']:7.2f} {f['ssim']:5.3f} {ok:>4s} {label}"
+        )
 
 
 def cmd_edit(args) -> None:
@@ -164,7 +233,16 @@ def cmd_edit(args) -> None:
     alphas = torch.tensor([[a for _, a in terms]])
     x_t, image = starting_noise(args, model)
     edited = sampling.edit_images(
-        model, x_t, chosen, alphas, args.steps, args.t_edit, args.location, args.asymmetric, progress=True
+        model,
+        x_t,
+        chosen,
+        alphas,
+        args.steps,
+        args.t_edit,
+        args.location,
+        args.asymmetric,
+        progress=True,
+        operator=args.operator,
     )
     tiles = edited = model.decode(edited)
     if args.compare:
@@ -172,6 +250,7 @@ def cmd_edit(args) -> None:
         tiles = torch.cat([plain, edited]) if image is None else torch.cat([image, plain, edited])
         if image is not None:
             print(f"reconstruction PSNR {sampling.psnr(plain, image).item():.2f} dB")
+    warn_strengths([a for _, a in terms], args.alphas)  # after sampling: a failed edit gives just its error line
     save_png(image_grid(tiles, 1, len(tiles), scale=args.scale), args.output)
     print(f"wrote {args.output}")
 
@@ -194,6 +273,7 @@ def cmd_sweep(args) -> None:
         args.asymmetric,
         args.batch_size,
         progress=True,
+        operator=args.operator,
     )
     images = model.decode(images)
     elapsed = time.perf_counter() - start
@@ -201,9 +281,13 @@ def cmd_sweep(args) -> None:
     row_labels = [f"{i} ({v:.3g}) {lab}".strip() for i, (v, lab) in enumerate(zip(values, labels, strict=True))]
     col_labels = [f"a={a:g}" for a in args.alphas]
     grid = image_grid(images, len(dirs), len(args.alphas), row_labels, col_labels, scale=args.scale)
+    warn_strengths(args.alphas, model.edit_defaults.get("alphas", GENERIC_DEFAULTS["alphas"]))
     save_png(grid, args.output)
     meta = dirs.metadata
-    print(f"{meta.get('decomposition')} directions of {meta.get('layer')}: {len(images)} images in {elapsed:.1f} s")
+    print(
+        f"{meta.get('decomposition')} directions of {meta.get('layer')}, operator {args.operator}: "
+        f"{len(images)} images in {elapsed:.1f} s"
+    )
     print(f"wrote {args.output}")
 
 
@@ -212,7 +296,7 @@ def cmd_invert(args) -> None:
         raise ValueError("invert needs --image PATH")
     check_writable(args.output)
     model = open_model(args)
-    image = load_image(args.image, model.image_shape)
+    image = load_input(args, model)
     x_t = sampling.invert(model, model.encode(image), args.steps, progress=True)
     recon = model.decode(sampling.sample(model, x_t, args.steps))
     print(f"reconstruction PSNR {sampling.psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
@@ -221,31 +305,54 @@ def cmd_invert(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations
+    from eigenedit.evaluation.baselines import PullbackRecipe
+    from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations, seed_text, split_seeds
+    from eigenedit.evaluation.probes import load_probe
     from eigenedit.evaluation.report import best_attention_method, markdown, write_report
 
+    selection, test = split_seeds(args.seeds, args.selection_seeds, args.test_seeds)
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise ValueError(f"output folder {args.output_dir} is a file")
+    probe = "auto" if args.probe is None else (None if args.probe == "none" else load_probe(args.probe))
+    steps = args.steps
     model = open_model(args)
+    steps = steps or model.edit_defaults.get("steps", 20)
+    alpha = max(abs(a) for a in args.alphas) if args.alpha is None else (None if args.alpha == "auto" else args.alpha)
+    recipe = PullbackRecipe(
+        rank=args.pullback_rank,
+        max_iter=args.pullback_max_iter,
+        edit_t=args.pullback_edit_t,
+        guidance_steps=args.pullback_guidance_steps,
+        guidance_scale=args.pullback_guidance_scale,
+    )
     cfg = EvalConfig(
-        seeds=args.seeds,
+        seeds=test,
+        selection_seeds=selection,
         k=args.k,
-        alpha=args.alpha,
-        num_steps=args.steps,
+        alpha=alpha,
+        num_steps=steps,
         t_edit=args.t_edit,
+        location=args.location,
         pca_samples=args.pca_samples,
-        pullback_rank=args.pullback_rank,
-        pullback_iterations=args.pullback_iterations,
+        pullback=recipe,
+        pullback_seeds=args.pullback_seeds,
         layers=tuple(args.layers) if args.layers else None,
         per_head=not args.no_heads,
+        baselines=tuple(args.baselines),
+        batch_size=args.batch_size,
     )
-    locations = args.locations or [defaults.DEFAULT_LOCATION, *(la.name for la in list_attention_layers(model.unet))]
-    runs = evaluate_locations(model, cfg, locations)
+    note(f"selection seeds {seed_text(selection)} ({len(selection)}), test seeds {seed_text(test)} ({len(test)})")
+    runs = evaluate_locations(model, cfg, args.locations or [args.location], probe=probe)
     paths = write_report(runs, args.output_dir, args.stem)
     print(markdown(runs))
     best = best_attention_method(runs)
-    print(f"best weight decomposition: {best['name']} at {best['location']}")
+    print(f"best weight decomposition ({best['selected_on']}): {best['name']} at {best['location']}")
     print("wrote " + ", ".join(map(str, paths)))
+
+
+def parse_eval_alpha(text: str) -> float | str:
+    """A number, or ``auto``: calibrated on the selection seeds."""
+    return "auto" if text.strip().lower() == "auto" else parse_alpha(text)
 
 
 def cmd_ui(args) -> None:
@@ -255,7 +362,7 @@ def cmd_ui(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eigenedit", description=__doc__)
+    parser = OneLineParser(prog="eigenedit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     common, dirs, sampling, label = common_parser(), direction_parser(), sampling_parser(), label_parser()
 
@@ -265,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("directions", parents=[common, dirs, label], help="compute directions, print values, save")
     p.add_argument("-k", type=positive_int, default=None, help="keep the top k (default: all)")
     p.add_argument("-o", "--output", type=Path, default=None, help="save as .safetensors")
+    p.add_argument("--report", action="store_true", help="print label-free metrics of each direction (any model)")
+    p.add_argument("--report-seeds", type=parse_seed_spec, default=list(range(8)), help="default 8 (seeds 0-7)")
+    p.add_argument("--report-alpha", type=parse_alpha, default=None, help="default: the model's largest alpha")
+    p.add_argument("--probe", default=None, help="probe for labels in the report (default: the model's; none)")
     p.set_defaults(func=cmd_directions)
 
     p = sub.add_parser("edit", parents=[common, dirs, sampling], help="edit one image -> PNG")
@@ -288,18 +399,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("inversion.png"))
     p.set_defaults(func=cmd_invert)
 
-    p = sub.add_parser("evaluate", parents=[common], help="score every method against random (shapes models)")
-    p.add_argument("--seeds", type=positive_int, default=16)
+    p = sub.add_parser("evaluate", parents=[common], help="score every method against random, on held-out seeds")
+    seeds = "a count (16: seeds 0-15), a range (1000-1063) or a list (0,5,7-9)"
+    p.add_argument("--seeds", type=parse_seed_spec, default=None, help=f"seed pool: {seeds}; default 16")
+    p.add_argument("--selection-seeds", type=parse_seeds, default=None, help="seeds that choose (default: the "
+                   "pool's first quarter, or the pool minus --test-seeds)")  # fmt: skip
+    p.add_argument("--test-seeds", type=parse_seeds, default=None, help="seeds of every reported number "
+                   "(default: the pool minus the selection seeds); disjoint from the selection seeds")  # fmt: skip
+    p.add_argument("--probe", default=None, help="attribute reader: shapes, fashion, terrain, module:function, or "
+                   "none (label-free metrics only); default: the model's shipped probe")  # fmt: skip
     p.add_argument("-k", type=positive_int, default=6, help="top directions per method")
-    p.add_argument("--alpha", type=parse_alpha, default=1.0)
-    p.add_argument("--steps", type=positive_int, default=20)
+    alpha_help = "edit strength, or auto (calibrated on the selection seeds); default: the model's largest"
+    p.add_argument("--alpha", type=parse_eval_alpha, default=None, help=alpha_help)
+    p.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default: the model's, else 20)")
     p.add_argument("--t-edit", type=int, default=None, help="default: the model's")
-    p.add_argument("--locations", nargs="*", default=None, help="edit locations (default: mid_block + every layer)")
-    p.add_argument("--pca-samples", type=positive_int, default=500)
-    p.add_argument("--pullback-rank", type=positive_int, default=4)
-    p.add_argument("--pullback-iterations", type=positive_int, default=3)
+    p.add_argument("--location", default=None, help="edit location (default: the model's)")
+    p.add_argument("--locations", nargs="*", default=None, help="several edit locations (default: --location)")
     p.add_argument("--layers", nargs="*", default=None, help="attention layers (default: all)")
     p.add_argument("--no-heads", action="store_true", help="skip the per-head and fold-norm variants")
+    p.add_argument("--baselines", nargs="*", default=["pca-h", "pullback"], choices=("pca-h", "pullback"))
+    p.add_argument("--pca-samples", type=positive_int, default=500)
+    p.add_argument("--pullback-rank", type=positive_int, default=5, help="Park et al.: 5")
+    p.add_argument("--pullback-max-iter", type=positive_int, default=50, help="Park et al.: 50 (min 10, tol 1e-4)")
+    p.add_argument("--pullback-edit-t", type=float, default=1.0, help="edit timestep / T (Park et al.: 1.0)")
+    p.add_argument("--pullback-guidance-steps", type=positive_int, default=16, help="Park et al.: 16")
+    p.add_argument("--pullback-guidance-scale", type=float, default=0.25, help="Park et al.: 0.25")
+    p.add_argument("--pullback-seeds", type=positive_int, default=None, help="pullback on the first N test seeds")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per UNet batch (terrain128: 4)")
     p.add_argument("--output-dir", type=Path, default=Path("results"))
     p.add_argument("--stem", default="evaluation", help="file name stem of the outputs")
     p.set_defaults(func=cmd_evaluate)

@@ -8,6 +8,7 @@ the page. gradio is optional: ``pip install "eigenedit[ui]"``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import tempfile
@@ -21,17 +22,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from eigenedit.core import defaults, operators, sampling
 from eigenedit.core.attention import list_attention_layers, read_attention_weights
 from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
-from eigenedit.core.io import IMAGE_MODES, pil_to_tensor, save_png, to_uint8
+from eigenedit.core.io import prepare_image as io_prepare_image
+from eigenedit.core.io import read_image, save_png, to_uint8
 from eigenedit.models import DEFAULT_MODEL, SHIPPED_MODELS, TERRAIN_MODEL, DiffusionModel, load_model
 
 N_SLIDERS = 5  # directions edited at once: first, first + 1, ...
+FILE_CACHE = 64  # downloadable files (edited PNGs, directions) kept on disk per server; older ones are deleted
 DEFAULT_STEPS = 10  # DDIM steps of the preview: few, for speed
 DISPLAY_SIZE = 256  # shown images are upscaled (nearest neighbour) to about this many pixels
 LABEL_SEEDS = 8  # seeds scored per direction by the "label" button (as ``eigenedit directions --label``)
@@ -61,6 +64,7 @@ class View:
     steps: int = DEFAULT_STEPS
     t_edit: int | None = None
     location: str | None = None
+    operator: str | None = None
 
 
 @dataclass
@@ -84,11 +88,12 @@ class Preview:
 
 
 class LRU(OrderedDict):
-    """A small least-recently-used cache."""
+    """A small least-recently-used cache; ``on_evict(value)`` runs for each value it drops."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, on_evict: Callable[[Any], None] | None = None):
         super().__init__()
         self.size = size
+        self.on_evict = on_evict
 
     def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> tuple[Any, bool]:
         """(value, True if it was computed now)."""
@@ -97,24 +102,29 @@ class LRU(OrderedDict):
             return self[key], False
         value = make()
         self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
+        while len(self) > self.size:
+            _, dropped = self.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(dropped)
         return value, True
 
 
-def prepare_image(image: np.ndarray | Image.Image, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
-    """An uploaded picture -> (1, C, H, W) in [-1, 1] at the model's size (centre crop and resize if needed)."""
-    channels, height, width = shape
-    mode = IMAGE_MODES.get(channels)
-    if mode is None:
-        raise ValueError(f"uploads need a model with 1 or 3 channels; this one has {channels}")
-    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-    img = img.convert(mode)
-    note = ""
-    if img.size != (width, height):
-        note = f"upload resized from {img.width}x{img.height} to {width}x{height}"
-        img = ImageOps.fit(img, (width, height), Image.BICUBIC)
-    return pil_to_tensor(img), note
+def _unlink(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+
+
+Upload = str | Path | np.ndarray | Image.Image  # an uploaded picture: its file (the upload widget's) or pixels
+
+
+def prepare_image(image: Upload, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+    """An uploaded picture (a file path, as the upload widget gives it, or pixels) -> ((1, C, H, W) in [-1, 1] at the
+    model's mode and size, a note): converted and center-cropped as the command line's default ``--resize``."""
+    if isinstance(image, str | Path):
+        pixels, note = read_image(image, shape)
+    else:
+        img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        pixels, note = io_prepare_image(img, shape)
+    return pixels, note and f"upload {note}"
 
 
 def to_pil(image: torch.Tensor, size: int = 0) -> Image.Image:
@@ -144,8 +154,9 @@ class EditorState:
         self._loader = loader
         self._models, self._directions, self._dims = LRU(2), LRU(64), LRU(64)
         self._noise, self._plain, self._defaults = LRU(16), LRU(32), LRU(8)
-        self._labels: dict[tuple, dict[int, str]] = {}
-        self._files: dict[tuple, Path] = {}
+        self._labels: LRU = LRU(64)  # direction key -> {index: label}
+        self._files, self._images = LRU(FILE_CACHE, _unlink), LRU(FILE_CACHE, _unlink)  # files written for download
+        self._saved = itertools.count()
         self.misses: Counter[str] = Counter()
         self._lock = threading.RLock()  # gradio calls from worker threads; the scheduler has state
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="eigenedit-ui-")
@@ -171,6 +182,7 @@ class EditorState:
 
         def make() -> dict:
             out = {key: model.edit_defaults.get(key, generic) for key, generic in GENERIC_DEFAULTS.items()}
+            out["alphas"] = defaults.default_alphas(model.edit_defaults, out["operator"])
             out["alpha_max"] = float(max(abs(a) for a in out["alphas"]) or 1.0)
             out["preview_steps"] = min(int(out.get("steps", DEFAULT_STEPS)), DEFAULT_STEPS)
             out["layers"] = [layer.name for layer in list_attention_layers(model.unet)]
@@ -188,6 +200,7 @@ class EditorState:
             layer=view.layer or d["layer"],
             decomposition=view.decomposition or d["decomposition"],
             t_edit=d["t_edit"] if view.t_edit is None else int(view.t_edit),
+            operator=view.operator or d["operator"],
             location=view.location or d["location"],
         )
 
@@ -251,7 +264,7 @@ class EditorState:
             chosen = self.directions(view).select(indices)
             seeds = list(range(LABEL_SEEDS))
             scores, _ = evaluate_directions(model, chosen, seeds, alpha, LABEL_STEPS, view.t_edit, view.location)
-            known = self._labels.setdefault(self._direction_key(view), {})
+            known, _ = self._labels.get_or_make(self._direction_key(view), dict)
             known.update({i: s.label for i, s in zip(indices, scores, strict=True)})
         return [s.label for s in scores]
 
@@ -271,7 +284,7 @@ class EditorState:
             )
 
     # -- images ----------------------------------------------------------------------------------------------
-    def start(self, view: View, image: np.ndarray | Image.Image | None) -> Start:
+    def start(self, view: View, image: Upload | None) -> Start:
         """x_T of the seed, or of the DDIM inversion of ``image`` (computed once per image and step count)."""
         model = self.model(view.model)
         if image is None:
@@ -287,7 +300,7 @@ class EditorState:
             )
         return Start(x_t, key, ", ".join(filter(None, ["uploaded image (DDIM-inverted)", note])), pixels)
 
-    def render(self, view: View, alphas: Sequence[float], image: np.ndarray | Image.Image | None = None) -> Preview:
+    def render(self, view: View, alphas: Sequence[float], image: Upload | None = None) -> Preview:
         """The unedited and the edited image for slider values ``alphas`` (one per shown direction)."""
         start = time.perf_counter()
         view = self.resolve(view)
@@ -311,7 +324,9 @@ class EditorState:
             edited = plain
             if weights.any():
                 self._check_location(view, dirs)
-                edit = sampling.Edit(dirs.select(indices), weights[None], view.t_edit, view.location)
+                edit = sampling.Edit(
+                    dirs.select(indices), weights[None], view.t_edit, view.location, operator=view.operator
+                )
                 edited = model.decode(sampling.sample(model, begin.x_t, view.steps, edit))
                 self.misses["edit"] += 1
         note = begin.note
@@ -323,29 +338,35 @@ class EditorState:
     def image_file(self, image: torch.Tensor) -> Path:
         """The image as a PNG at the model's own resolution (so it can be uploaded and edited again)."""
         path = self.workdir / f"edited-{_digest(image)}.png"
-        if not path.exists():
+
+        def make() -> Path:
             arr = to_uint8(image)[0]
             save_png(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr), path)
-        return path
+            return path
+
+        with self._lock:
+            return self._images.get_or_make(path.name, make)[0]
 
     def directions_file(self, view: View) -> Path:
         """All directions of the view (with the labels found so far) as a safetensors file."""
         view = self.resolve(view)
         dirs = self.directions(view)
         key = (*self._direction_key(view), tuple(dirs.labels))
+        head = "" if view.head is None else f"-head{view.head}"
+        fold = "-foldnorm" if view.fold_norm else ""
+
+        def make() -> Path:
+            name = f"{_slug(view.model)}-{view.layer}-{view.decomposition}{head}{fold}-{next(self._saved)}"
+            dirs.save(self.workdir / f"{name}.safetensors")
+            return self.workdir / f"{name}.safetensors"
+
         with self._lock:
-            if key not in self._files:
-                head = "" if view.head is None else f"-head{view.head}"
-                fold = "-foldnorm" if view.fold_norm else ""
-                name = f"{_slug(view.model)}-{view.layer}-{view.decomposition}{head}{fold}-{len(self._files)}"
-                dirs.save(self.workdir / f"{name}.safetensors")
-                self._files[key] = self.workdir / f"{name}.safetensors"
-            return self._files[key]
+            return self._files.get_or_make(key, make)[0]
 
 
 def status_line(view: View, preview: Preview) -> str:
     return (
-        f"{preview.note}; {view.steps} DDIM steps; edit at `{view.location}` for t >= {view.t_edit}; "
+        f"{preview.note}; {view.steps} DDIM steps; {view.operator} edit at `{view.location}` for t >= {view.t_edit}; "
         f"rendered in {preview.seconds * 1e3:.0f} ms"
     )
 
@@ -364,7 +385,19 @@ def require_gradio():
 
 
 # widget values, in this order, are the inputs of every event
-CONTROL_NAMES = ("model", "layer", "decomposition", "head", "fold_norm", "first", "seed", "steps", "t_edit", "location")
+CONTROL_NAMES = (
+    "model",
+    "layer",
+    "decomposition",
+    "head",
+    "fold_norm",
+    "first",
+    "seed",
+    "steps",
+    "t_edit",
+    "location",
+    "operator",
+)
 
 
 def view_from(values: Sequence) -> View:
@@ -382,6 +415,7 @@ def view_from(values: Sequence) -> View:
         steps=int(v["steps"] or DEFAULT_STEPS),
         t_edit=None if v["t_edit"] is None else int(v["t_edit"]),
         location=(v["location"] or "").strip() or None,
+        operator=v["operator"] or None,
     )
 
 
@@ -400,13 +434,14 @@ class Callbacks:
 
     def model_changed(self, name: str) -> tuple:
         """A new model: its layers, heads and defaults; sliders back to 0.
-        Outputs: layer, decomposition, head, fold_norm, first, steps, t_edit, location, alpha_max, *sliders, status."""
+        Outputs: layer, decomposition, head, fold_norm, first, steps, t_edit, location, operator, alpha_max, *sliders,
+        status."""
         gr, keep = self.gr, self.gr.update()
         try:
             d = self.state.defaults(name)
             heads = self.state.heads(name, d["layer"])
         except ValueError as err:
-            return (*[keep] * (9 + N_SLIDERS), error_line(err))
+            return (*[keep] * (10 + N_SLIDERS), error_line(err))
         locations = list(dict.fromkeys([d["location"], defaults.DEFAULT_LOCATION, *d["layers"]]))
         return (
             gr.update(choices=d["layers"], value=d["layer"]),
@@ -417,10 +452,20 @@ class Callbacks:
             gr.update(value=d["preview_steps"]),
             gr.update(value=d["t_edit"], maximum=d["timesteps"]),
             gr.update(choices=locations, value=d["location"]),
+            gr.update(value=d["operator"]),
             gr.update(value=d["alpha_max"]),
             *[gr.update(value=0.0) for _ in range(N_SLIDERS)],
             f"loaded model `{name.strip()}`",
         )
+
+    def operator_changed(self, name: str, operator: str) -> tuple:
+        """Outputs: alpha_max (the slider range of that operator's default strengths)."""
+        try:
+            model = self.state.model(name)
+        except ValueError:
+            return (self.gr.update(),)  # the refresh that follows reports the error
+        alphas = defaults.default_alphas(model.edit_defaults, operator or defaults.GENERIC_DEFAULTS["operator"])
+        return (self.gr.update(value=float(max(abs(a) for a in alphas) or 1.0)),)
 
     def layer_changed(self, name: str, layer: str) -> tuple:
         """Outputs: head."""
@@ -502,9 +547,14 @@ def _settings_column(gr, state: EditorState, model: str, d: dict, steps: int) ->
     w["layer"] = gr.Dropdown(d["layers"], value=d["layer"], label="self-attention layer")
     w["decomposition"] = gr.Dropdown(list(DECOMPOSITION_CHOICES), value=d["decomposition"], label="decomposition")
     w["head"] = gr.Dropdown(head_choices(state.heads(model, d["layer"])), value=MERGED, label="head")
+    w["operator"] = gr.Dropdown(list(operators.OPERATORS), value=d["operator"], label="edit operator")
     w["fold_norm"] = gr.Checkbox(False, label="fold the GroupNorm scale into the weights")
-    w["upload"] = gr.Image(
-        type="numpy", label="or edit an uploaded image (inverted once)", sources=["upload"], elem_id="upload"
+    w["upload"] = gr.Image(  # the file as uploaded: converted (alpha, EXIF, 16-bit) like the command line's
+        type="filepath",
+        image_mode=None,
+        label="or edit an uploaded image (inverted once)",
+        sources=["upload"],
+        elem_id="upload",
     )
     with gr.Accordion("sampling and edit", open=False):
         w["seed"] = gr.Number(0, precision=0, label="seed (without an upload)", elem_id="seed")
@@ -512,7 +562,7 @@ def _settings_column(gr, state: EditorState, model: str, d: dict, steps: int) ->
         w["t_edit"] = gr.Slider(0, d["timesteps"], value=d["t_edit"], step=1, label="edit at timesteps t >=")
         w["location"] = gr.Dropdown(locations, value=d["location"], label="edit location", allow_custom_value=True)
         w["first"] = gr.Number(0, precision=0, minimum=0, label="direction of the first slider")
-        w["alpha_max"] = gr.Number(d["alpha_max"], minimum=0.01, label="slider range (max |alpha|)")
+        w["alpha_max"] = gr.Number(d["alpha_max"], minimum=1e-6, label="slider range (max |alpha|)")
     return w
 
 
@@ -541,11 +591,15 @@ def _wire(demo, cb: Callbacks, w: dict) -> None:
     inputs = [*(w[name] for name in CONTROL_NAMES), w["alpha_max"], w["upload"], *sliders]
     refresh_out = [w[n] for n in ("plain", "edited", "status", "png", "directions_file", "table", "label")] + sliders
     preview_out = [w["plain"], w["edited"], w["status"], w["png"]]
-    model_out = [w[n] for n in ("layer", "decomposition", "head", "fold_norm", "first", "steps", "t_edit", "location")]
+    names = ("layer", "decomposition", "head", "fold_norm", "first", "steps", "t_edit", "location", "operator")
+    model_out = [w[n] for n in names]
     model_out += [w["alpha_max"], *sliders, w["status"]]
     run = dict(concurrency_id="model", concurrency_limit=1)
     w["model"].change(cb.model_changed, [w["model"]], model_out, **run).then(cb.refresh, inputs, refresh_out, **run)
     w["layer"].input(cb.layer_changed, [w["model"], w["layer"]], [w["head"]], **run).then(
+        cb.refresh, inputs, refresh_out, **run
+    )
+    w["operator"].input(cb.operator_changed, [w["model"], w["operator"]], [w["alpha_max"]], **run).then(
         cb.refresh, inputs, refresh_out, **run
     )
     for name in ("decomposition", "head", "location", "t_edit", "first", "alpha_max"):
@@ -565,7 +619,8 @@ def build_app(state: EditorState, model: str = DEFAULT_MODEL, steps: int | None 
     gr = require_gradio()
     d = state.defaults(model)
     steps = steps or d["preview_steps"]
-    with gr.Blocks(title="eigenedit", analytics_enabled=False) as demo:
+    # delete_cache: gradio's copies of the images it served, checked every 10 min, deleted after an hour
+    with gr.Blocks(title="eigenedit", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown("## eigenedit: edit along the eigenvectors of a self-attention layer")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.attention_processor import Attention
 
 from eigenedit.core.defaults import DEFAULT_LAYER
@@ -29,6 +31,12 @@ class AttentionWeights:
     def channels(self) -> int:
         return self.q.shape[1]
 
+    def to(self, dtype: torch.dtype) -> AttentionWeights:
+        """The same weights in ``dtype``."""
+        norm = None if self.norm_weight is None else self.norm_weight.to(dtype)
+        q, k, v, o = (m.to(dtype) for m in (self.q, self.k, self.v, self.o))
+        return AttentionWeights(self.name, q, k, v, o, self.heads, norm)
+
     @property
     def head_dim(self) -> int:
         return self.q.shape[0] // self.heads
@@ -45,25 +53,43 @@ class AttentionWeights:
 
 @dataclass
 class AttentionLayer:
-    """A self-attention layer: its module name, sizes and (if known) the spatial resolution it runs at."""
+    """A self-attention layer: its module name, sizes, (if known) the spatial resolution or image token grid it
+    runs at, and which projections the decompositions read (``projections``)."""
 
     name: str
     channels: int
     heads: int
     head_dim: int
     resolution: tuple[int, int] | None
+    projections: str = "q,k,v,o"
+
+
+def projections(module: torch.nn.Module) -> str:
+    """Which projections of a layer eigenedit decomposes: ``q,k,v,o`` (plain self-attention); ``image
+    q,k,v,o`` (joint attention of SD3 / Flux double-stream blocks: the image stream to_q/to_k/to_v/to_out, not the
+    text stream's add_*_proj); ``joint q,k,v; o=proj_out`` (Flux single-stream blocks: text and image tokens share
+    to_q/to_k/to_v, and the output projection is the attention part of the block's proj_out)."""
+    if getattr(module, "added_kv_proj_dim", None) is not None:
+        return "image q,k,v,o"
+    if getattr(module, "pre_only", False) and getattr(module, "to_out", None) is None:
+        return "joint q,k,v; o=proj_out"
+    return "q,k,v,o"
+
+
+def is_self_attention(module: torch.nn.Module) -> bool:
+    """A diffusers ``Attention`` without cross-attention, a newer attention class (``FluxAttention``) whose keys
+    read the queries' width, or a module that exposes ``attention_weights()`` (eigenedit's ADM blocks)."""
+    if isinstance(module, Attention):
+        return not module.is_cross_attention
+    if isinstance(module, AttentionModuleMixin) and hasattr(module, "to_q") and hasattr(module, "to_k"):
+        cross = getattr(module, "is_cross_attention", False) or module.to_k.in_features != module.to_q.in_features
+        return not cross
+    return hasattr(module, "attention_weights")
 
 
 def self_attention_modules(unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Name -> module of every self-attention layer (diffusers ``Attention`` without cross-attention,
-    plus any module that exposes ``attention_weights()``, such as eigenedit's ADM blocks)."""
-    found = {}
-    for name, module in unet.named_modules():
-        if isinstance(module, Attention) and not module.is_cross_attention:
-            found[name] = module
-        elif hasattr(module, "attention_weights"):
-            found[name] = module
-    return found
+    """Name -> module of every self-attention layer (``is_self_attention``)."""
+    return {name: module for name, module in unet.named_modules() if is_self_attention(module)}
 
 
 def default_layer(unet: torch.nn.Module) -> str:
@@ -76,6 +102,12 @@ def default_layer(unet: torch.nn.Module) -> str:
 
 
 def get_attention_module(unet: torch.nn.Module, layer: str = DEFAULT_LAYER) -> torch.nn.Module:
+    try:  # direct lookup: listing every module of a large model costs milliseconds per call
+        module = unet.get_submodule(layer) if layer else None
+    except AttributeError:
+        module = None
+    if module is not None and is_self_attention(module):
+        return module
     modules = self_attention_modules(unet)
     if layer not in modules:
         listing = ", ".join(modules) or "none"
@@ -83,24 +115,52 @@ def get_attention_module(unet: torch.nn.Module, layer: str = DEFAULT_LAYER) -> t
     return modules[layer]
 
 
-def read_attention_weights(unet: torch.nn.Module, layer: str = DEFAULT_LAYER) -> AttentionWeights:
-    """W_q, W_k, W_v, W_o (float64 copies) of a self-attention layer."""
+def read_attention_weights(
+    unet: torch.nn.Module, layer: str = DEFAULT_LAYER, dtype: torch.dtype = torch.float64, copy: bool = True
+) -> AttentionWeights:
+    """W_q, W_k, W_v, W_o (copies in ``dtype``, float64 by default) of a self-attention layer.
+
+    copy=False: where the weights already have ``dtype``, the tensors share the model's memory (read-only use:
+    the fast discovery path saves copying hundreds of megabytes)."""
     module = get_attention_module(unet, layer)
     if hasattr(module, "attention_weights"):
-        return module.attention_weights(layer)
+        return module.attention_weights(layer).to(dtype)
     norm = getattr(module, "group_norm", None)
     parent, _, attr = layer.rpartition(".")
     if norm is None and attr == "attn1":  # a transformer block's self-attention reads norm1(x) (a LayerNorm)
         norm = getattr(unet.get_submodule(parent), "norm1", None) if parent else None
         norm = norm if isinstance(norm, torch.nn.LayerNorm) else None
+    def read(weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach().to(dtype=dtype, copy=copy)
+
+    q, k = read(module.to_q.weight), read(module.to_k.weight)
+    heads = module.heads
+    # per-head RMS/LayerNorm on q and k (SD3.5, Flux): their scales go into W_q and W_k, so that qk is the logits'
+    # bilinear form up to each token's normalisation (and, with rotary embeddings, at zero relative offset)
+    def fold(matrix: torch.Tensor, qk_norm: torch.nn.Module | None) -> torch.Tensor:
+        scale = getattr(qk_norm, "weight", None)
+        if not isinstance(scale, torch.Tensor) or matrix.shape[0] % scale.numel():
+            return matrix
+        return matrix * scale.detach().to(dtype).repeat(matrix.shape[0] // scale.numel())[:, None]
+
+    q, k = fold(q, getattr(module, "norm_q", None)), fold(k, getattr(module, "norm_k", None))
+    to_out = getattr(module, "to_out", None)
+    if to_out is not None:
+        o = read(to_out[0].weight)
+    else:  # Flux single-stream block: proj_out(concat(attention, mlp)); its first inner columns act on attention
+        block = unet.get_submodule(parent) if parent else None
+        proj_out = getattr(block, "proj_out", None)
+        if not isinstance(proj_out, torch.nn.Linear):
+            raise ValueError(f"layer {layer!r} has no output projection eigenedit can read")
+        o = read(proj_out.weight[:, : q.shape[0]])
     return AttentionWeights(
         name=layer,
-        q=module.to_q.weight.detach().double().clone(),
-        k=module.to_k.weight.detach().double().clone(),
-        v=module.to_v.weight.detach().double().clone(),
-        o=module.to_out[0].weight.detach().double().clone(),
-        heads=module.heads,
-        norm_weight=None if norm is None or norm.weight is None else norm.weight.detach().double().clone(),
+        q=q,
+        k=k,
+        v=read(module.to_v.weight),
+        o=o,
+        heads=heads,
+        norm_weight=None if norm is None or norm.weight is None else read(norm.weight),
     )
 
 
@@ -134,18 +194,26 @@ def _resolution(name: str, shapes: dict[str, tuple[int, ...]], tokens: bool) -> 
     return None
 
 
-def list_attention_layers(unet: torch.nn.Module) -> list[AttentionLayer]:
+def list_attention_layers(
+    unet: torch.nn.Module,
+    forward: Callable[[], object] | None = None,
+    grid: tuple[int, int] | None = None,
+) -> list[AttentionLayer]:
     """Every self-attention layer with its channels, heads and resolution.
 
-    The resolution is read from one dry forward pass at ``config.sample_size`` (cross-attention UNets get one
-    dummy text token); it is None where that pass is not possible.
+    The resolution is read from one dry forward pass: ``forward()`` where given (models with more inputs, such
+    as SDXL), else one at ``config.sample_size`` (cross-attention UNets get one dummy text token); it is None where
+    that pass is not possible. ``grid``: the image token grid (h, w) of a transformer backbone, given to every
+    layer whose resolution the pass does not tell.
     """
     modules = self_attention_modules(unet)
     shapes: dict[str, tuple[int, ...]] = {}
     size = getattr(getattr(unet, "config", None), "sample_size", None)
-    inputs = _dry_forward_inputs(unet) if size is not None else None
-    if inputs is not None:
-        size = (size, size) if isinstance(size, int) else tuple(size)
+    generic = size is not None and forward is None and grid is None  # transformers: the grid is given
+    inputs = _dry_forward_inputs(unet) if generic else None
+    if inputs is not None or forward is not None:
+        if inputs is not None:
+            size = (size, size) if isinstance(size, int) else tuple(size)
         outer = {".".join(n.split(".")[:end]) for n in modules for end in range(1, n.count(".") + 1)}
 
         def record(name):
@@ -162,16 +230,21 @@ def list_attention_layers(unet: torch.nn.Module) -> list[AttentionLayer]:
             if n in modules or n in outer
         ]
         try:
-            param = next(unet.parameters())
-            sample = torch.zeros(1, unet.config.in_channels, *size, dtype=param.dtype, device=param.device)
             with torch.no_grad():
-                unet(sample, torch.tensor([0], device=param.device), **inputs)
+                if forward is not None:
+                    forward()
+                else:
+                    param = next(unet.parameters())
+                    sample = torch.zeros(1, unet.config.in_channels, *size, dtype=param.dtype, device=param.device)
+                    unet(sample, torch.tensor([0], device=param.device), **inputs)
+        except Exception:  # best effort: a backbone this generic pass cannot run lists no resolutions
+            shapes.clear()
         finally:
             for h in handles:
                 h.remove()
     layers = []
     for name, module in modules.items():
         w = read_attention_weights(unet, name)
-        res = _resolution(name, shapes, isinstance(module, Attention))
-        layers.append(AttentionLayer(name, w.channels, w.heads, w.head_dim, res))
+        res = _resolution(name, shapes, isinstance(module, Attention)) or grid
+        layers.append(AttentionLayer(name, w.channels, w.heads, w.head_dim, res, projections(module)))
     return layers

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 DEFAULT_LAYER = "mid_block.attentions.0"  # the mid-block attention: the one attention layer of an h-space UNet
 DEFAULT_LOCATION = "mid_block"  # Asyrp/Haas "h-space"
 DEFAULT_T_EDIT = 500
@@ -13,4 +17,56 @@ GENERIC_DEFAULTS = {
     "t_edit": DEFAULT_T_EDIT,
     "alphas": [-1.0, -0.5, 0.0, 0.5, 1.0],
     "steps": 50,  # DDIM steps; a model may set its own (the terrain consistency model: 1)
+    "operator": "shift",  # how a direction acts: shift, scale, spectral, xspace (eigenedit.core.operators)
 }
+
+# strengths per operator where neither the user nor the model's eigenedit.json give any for it
+OPERATOR_ALPHAS = {
+    "shift": [-1.0, -0.5, 0.0, 0.5, 1.0],
+    "scale": [-1.0, -0.5, 0.0, 0.5, 1.0],
+    "spectral": [-1.0, -0.5, 0.0, 0.5, 1.0],
+    "xspace": [-0.02, -0.01, 0.0, 0.01, 0.02],
+}
+
+
+def default_alphas(edit_defaults: dict, operator: str) -> list[float]:
+    """A model's alphas for ``operator``: its ``operator_alphas[operator]``, else its ``alphas`` if ``operator`` is
+    its default operator, else the generic ones."""
+    if operator in edit_defaults.get("operator_alphas", {}):
+        return list(edit_defaults["operator_alphas"][operator])
+    if operator == edit_defaults.get("operator", "shift") and "alphas" in edit_defaults:
+        return list(edit_defaults["alphas"])
+    return list(OPERATOR_ALPHAS.get(operator, GENERIC_DEFAULTS["alphas"]))
+
+
+def read_edit_defaults(path: str | Path) -> dict:
+    """A model folder's eigenedit.json, checked: a JSON object whose known keys have the right types (layer,
+    location, decomposition: text; t_edit: whole number >= 0; steps: >= 1; alphas: a list of finite numbers).
+    Anything else is a ValueError naming the file and the key."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable JSON file: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of edit defaults, not {type(data).__name__}")
+
+    def whole(value: object, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    checks = {
+        "layer": (lambda v: isinstance(v, str) and bool(v), "a layer name"),
+        "location": (lambda v: isinstance(v, str) and bool(v), "a module name"),
+        "decomposition": (lambda v: isinstance(v, str) and bool(v), "a decomposition name"),
+        "t_edit": (lambda v: whole(v, 0), "a whole number >= 0"),
+        "steps": (lambda v: whole(v, 1), "a whole number >= 1"),
+        "alphas": (
+            lambda v: isinstance(v, list)
+            and bool(v)
+            and all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in v),
+            "a non-empty list of finite numbers",
+        ),
+    }
+    for key, (ok, what) in checks.items():
+        if key in data and not ok(data[key]):
+            raise ValueError(f"{path}: {key!r} must be {what}, got {data[key]!r}"[:300])
+    return data

@@ -4,7 +4,10 @@ For one head (or all heads merged) with input x in R^C:
 - ``qk``       eigenvectors of sym(W_q^T W_k) * d^-1/2: the bilinear form of the attention logits q.k.
 - ``ov-left``  left singular vectors of W_o W_v: what the layer can write into the residual stream.
 - ``ov-right`` right singular vectors of W_o W_v: what the layer reads from its input.
-- ``qkv``      eigenvectors of A^T A, A = [W_q; W_k; W_v] (SeFa's recipe applied to the three projections).
+- ``qkv``      eigenvectors of A^T A, A = [W_q; W_k; W_v] with every row (output unit) scaled to unit norm first:
+               SeFa's recipe (genforce/sefa ``utils.factorize_weight``) applied to the three projections.
+               Without the normalisation (``qkv-raw`` in benchmarks/operators.py) it measured no better, so it
+               is not offered.
 Vectors are unit rows sorted by |value| (largest first), truncated to the numerical rank (the null space is
 arbitrary), with a fixed sign: the entry of largest magnitude is positive. Everything runs in float64.
 """
@@ -44,6 +47,7 @@ def factorize(
         vectors = vectors.T
     elif decomposition == "qkv":
         a = torch.cat([q, k, v])
+        a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)  # SeFa: weight / norm(weight, axis=0), weight = W^T
         values, vectors = torch.linalg.eigh(a.T @ a)
         vectors = vectors.T
     else:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -61,22 +63,128 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return (arr.permute(2, 0, 1)[None] / 127.5) - 1
 
 
-def load_image(path: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Read an image file as a (1, C, H, W) tensor in [-1, 1]; it must match the model's channels and size."""
-    channels, height, width = shape
+RESIZE_MODES = ("center-crop", "pad", "stretch", "none")
+DEFAULT_RESIZE = "center-crop"
+MAX_IMAGE_PIXELS = 8192 * 8192  # larger images are refused before they are decoded (decompression bombs)
+RESAMPLE = Image.Resampling.LANCZOS  # as diffusers' image processors
+SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # 16-bit grey (PNG, TIFF): 0..65535
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open and decode an image file; a missing, unreadable, truncated or absurdly large file is a ValueError."""
     try:
-        img = Image.open(path)
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{width}x{height}")
+            if width < 1 or height < 1:
+                raise ValueError(f"it is {width}x{height}")
+            img.load()
     except FileNotFoundError:
         raise ValueError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-    want_mode = IMAGE_MODES.get(channels)
-    if img.mode != want_mode:
-        raise ValueError(f"image {path} has mode {img.mode}; the model needs {want_mode} ({channels} channels)")
-    if img.size != (width, height):
-        raise ValueError(f"image {path} is {img.size[0]}x{img.size[1]}; the model needs {width}x{height}")
-    return pil_to_tensor(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL's own check, before ours could run
+        size = f"{int(found[1]) // 10**6} megapixels" if found else str(err)
+        raise ValueError(
+            f"image {path} is too large ({size}; at most {MAX_IMAGE_PIXELS // 10**6} megapixels): refused as a "
+            "possible decompression bomb"
+        ) from None
+    except Exception as err:  # PIL's decoders raise many types on garbled data (SyntaxError, struct.error, ...)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read image {path}: {reason}") from None
+    return img
+
+
+def convert_mode(img: Image.Image, channels: int) -> tuple[Image.Image, str]:
+    """The image in the model's mode (IMAGE_MODES) and a note of what changed ("" if nothing): transparency is
+    composited on white, 16-bit grey scaled to 8 bits, float images read as 0..1, colour turned grey or back."""
+    want = IMAGE_MODES.get(channels)
+    if want is None:
+        raise ValueError(f"cannot be read by a model with {channels} channels (images need 1 or 3)")
+    if img.mode == want and "transparency" not in img.info:
+        return img, ""
+    source = img.mode
+    try:
+        if img.mode in SIXTEEN_BIT:
+            img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257).clip(0, 255).round().astype(np.uint8))
+        elif img.mode == "F":
+            img = Image.fromarray((np.asarray(img, dtype=np.float64) * 255).clip(0, 255).round().astype(np.uint8))
+        elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), rgba).convert("RGB")
+            source += " (composited on white)"
+        elif img.mode not in ("L", "RGB", "1", "P"):
+            img = img.convert("RGB")  # CMYK, YCbCr, HSV, ...
+        img = img.convert(want)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"cannot be converted from mode {source} to {want}: {err}") from None
+    return img, f"converted from {source} to {want}"
+
+
+def fit_size(img: Image.Image, size: tuple[int, int], resize: str = DEFAULT_RESIZE) -> tuple[Image.Image, str]:
+    """The image at ``size`` (width, height) and a note ("" if it already was): ``center-crop`` scales to cover
+    and crops the middle, ``pad`` scales to fit and fills the border with the image's mean edge colour,
+    ``stretch`` scales each axis, ``none`` refuses any other size."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize!r}; choose from {', '.join(RESIZE_MODES)}")
+    if img.size == size:
+        return img, ""
+    have, want = f"{img.width}x{img.height}", f"{size[0]}x{size[1]}"
+    if resize == "none":
+        raise ValueError(f"is {have}; the model needs {want} (--resize center-crop, pad or stretch converts it)")
+    try:
+        if resize == "center-crop":
+            img = ImageOps.fit(img, size, RESAMPLE)
+        elif resize == "stretch":
+            img = img.resize(size, RESAMPLE)
+        else:
+            arr = np.asarray(img)
+            edge = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).mean(0).round().astype(int)
+            img = ImageOps.pad(img, size, RESAMPLE, color=int(edge) if edge.ndim == 0 else tuple(edge))
+    except ValueError as err:
+        raise ValueError(f"cannot be resized ({resize}) from {have} to {want}: {err}; try center-crop") from None
+    return img, f"resized from {have} to {want} ({resize})"
+
+
+def prepare_image(
+    img: Image.Image, shape: tuple[int, int, int], resize: str = DEFAULT_RESIZE
+) -> tuple[torch.Tensor, str]:
+    """A decoded image -> ((1, C, H, W) in [-1, 1] at the model's mode and size, a note of what changed).
+
+    EXIF orientation is applied; ``resize="none"`` keeps the strict behaviour: mode and size must already match.
+    """
+    channels, height, width = shape
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block: keep the pixels as stored
+        pass
+    if resize == "none":
+        want = IMAGE_MODES.get(channels)
+        if img.mode != want:
+            raise ValueError(
+                f"has mode {img.mode}; the model needs {want} ({channels} channels; other --resize modes convert it)"
+            )
+        img, _ = fit_size(img, (width, height), "none")
+        return pil_to_tensor(img), ""
+    img, mode_note = convert_mode(img, channels)
+    img, size_note = fit_size(img, (width, height), resize)
+    return pil_to_tensor(img), ", ".join(filter(None, [mode_note, size_note]))
+
+
+def read_image(path: str | Path, shape: tuple[int, int, int], resize: str = DEFAULT_RESIZE) -> tuple[torch.Tensor, str]:
+    """An image file -> ((1, C, H, W) in [-1, 1] for a model of image shape ``shape``, a note of what changed)."""
+    img = open_image(path)
+    try:
+        return prepare_image(img, shape, resize)
+    except ValueError as err:
+        raise ValueError(f"image {path} {err}") from None
+
+
+def load_image(path: str | Path, shape: tuple[int, int, int], resize: str = DEFAULT_RESIZE) -> torch.Tensor:
+    """Read an image file as a (1, C, H, W) tensor in [-1, 1] at the model's channels and size (``read_image``)."""
+    return read_image(path, shape, resize)[0]
 
 
 def image_grid(

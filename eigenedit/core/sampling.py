@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from eigenedit.core import flow
 from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
 from eigenedit.core.directions import Directions
-from eigenedit.core.operators import HiddenShift, get_module
+from eigenedit.core.operators import OPERATORS, make_operator
 
 if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
@@ -21,15 +22,22 @@ if TYPE_CHECKING:
 
 @dataclass
 class Edit:
-    """What to add: ``alphas`` (B, k) weights per sample for the k ``directions`` at module ``location``."""
+    """What to apply: ``alphas`` (B, k) weights per sample for the k ``directions``, by ``operator`` (shift,
+    scale, xspace: at module ``location``; spectral: in the directions' own attention layer)."""
 
     directions: Directions
     alphas: torch.Tensor
     t_edit: int = DEFAULT_T_EDIT
     location: str = DEFAULT_LOCATION
     asymmetric: bool = False
+    operator: str = "shift"
+    cg_steps: int = 0  # xspace only: conjugate-gradient refinement steps
 
     def __post_init__(self) -> None:
+        if self.operator not in OPERATORS:
+            raise ValueError(f"unknown operator {self.operator!r}; choose one of {', '.join(OPERATORS)}")
+        if self.asymmetric and self.operator == "xspace":
+            raise ValueError("--asymmetric needs an operator that edits the UNet (shift, scale, spectral), not xspace")
         self.alphas = torch.as_tensor(self.alphas, dtype=torch.float32)
         if self.alphas.ndim == 1:
             self.alphas = self.alphas[:, None]
@@ -64,30 +72,41 @@ def sample(
 ) -> torch.Tensor:
     """Deterministic DDIM (eta=0) from noise ``x_t`` to images in [-1, 1], optionally with an edit.
 
-    Latent models (``model.latent``) return latents: ``model.decode`` turns them into images.
+    Latent models (``model.latent``) return latents: ``model.decode`` turns them into images. Flow-matching
+    models (SD3, Flux) take Euler steps on their velocity instead (``eigenedit.core.flow``).
     """
+    if flow.is_flow_model(model):
+        return flow.sample(model, x_t, num_steps, edit, progress)
     sched = model.scheduler
     sched.set_timesteps(num_steps)
     x = x_t.to(model.device, model.dtype)
-    shift = contextlib.nullcontext()
+    op = contextlib.nullcontext()
     if edit is not None:
         if edit.alphas.shape[0] != x.shape[0]:
             raise ValueError(f"edit has {edit.alphas.shape[0]} rows of alphas for a batch of {x.shape[0]}")
-        module = get_module(model.unet, edit.location)
-        shift = HiddenShift(module, edit.directions.vectors, edit.alphas)
-    with shift:
+        op = make_operator(model, edit.operator, edit.directions, edit.alphas, edit.location, edit.cg_steps)
+    with op:
         for t in tqdm(sched.timesteps, desc="DDIM", disable=not progress, leave=False):
             on = edit is not None and int(t) >= edit.t_edit
             if on:
-                shift.active = True
+                x = op.move(x, int(t))
+                op.active = True
             eps = model.predict_eps(x, t)
             if on:
-                shift.active = False
+                op.active = False
             if on and edit.asymmetric:
                 eps_plain = model.predict_eps(x, t)
                 x = asymmetric_step(model, eps, eps_plain, int(t), x)
             else:
                 x = sched.step(eps, t, x, eta=0.0).prev_sample
+    if not torch.isfinite(x).all():  # NaN or inf would be written as a black image
+        strength = f" (largest |alpha| {edit.alphas.abs().max().item():g})" if edit is not None else ""
+        raise ValueError(
+            f"sampling produced non-finite values (NaN or inf){strength}: the edit is far too strong for this "
+            "model; use a smaller alpha"
+            if edit is not None
+            else "sampling produced non-finite values (NaN or inf): the model's output is broken"
+        )
     return x if model.latent else x.clamp(-1, 1)
 
 
@@ -103,7 +122,9 @@ def asymmetric_step(model: DiffusionModel, eps_edit, eps_plain, t: int, x: torch
 @torch.no_grad()
 def invert(model: DiffusionModel, images: torch.Tensor, num_steps: int = 50, progress: bool = False) -> torch.Tensor:
     """DDIM inversion: images in [-1, 1] (latents, ``model.encode(images)``, for latent models) -> x_T that
-    ``sample`` maps back to (approximately) the input."""
+    ``sample`` maps back to (approximately) the input. Flow-matching models: the reverse Euler ODE."""
+    if flow.is_flow_model(model):
+        return flow.invert(model, images, num_steps, progress)
     sched = model.scheduler
     sched.set_timesteps(num_steps)
     x = images.to(model.device, model.dtype)
@@ -149,12 +170,14 @@ def edit_images(
     asymmetric: bool = False,
     batch_size: int = 64,
     progress: bool = False,
+    operator: str = "shift",
+    cg_steps: int = 0,
 ) -> torch.Tensor:
     """Edit many (x_T, alphas) pairs in batches; row i of ``alphas`` (B, k) edits ``x_t[i]``."""
     alphas = torch.as_tensor(alphas, dtype=torch.float32)
     out = []
     chunks = list(batched(len(x_t), batch_size))
     for sl in tqdm(chunks, desc="edit", disable=not progress or len(chunks) == 1):
-        edit = Edit(directions, alphas[sl], t_edit=t_edit, location=location, asymmetric=asymmetric)
+        edit = Edit(directions, alphas[sl], t_edit, location, asymmetric, operator, cg_steps)
         out.append(sample(model, x_t[sl], num_steps, edit, progress=progress and len(chunks) == 1))
     return torch.cat(out)

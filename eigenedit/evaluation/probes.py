@@ -27,13 +27,18 @@ Reader = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 @dataclass
 class Probe:
     """A named attribute reader. ``units`` lists every attribute it returns (besides ``valid``); attributes in
-    ``circular`` wrap around at 1 (hues); ``categorical`` ones count a change as a flip rate."""
+    ``circular`` wrap around at 1 (hues); ``categorical`` ones count a change as a flip rate. ``scales``: the
+    reference spread of each attribute (changes are reported in these units; missing ones: the std over the
+    unedited images of the run). ``features``: images -> (N, D) features for a Frechet distance (default: the
+    scaled non-categorical attributes)."""
 
     name: str
     read: Reader
     units: dict[str, str]
     circular: frozenset[str] = field(default_factory=frozenset)
     categorical: frozenset[str] = field(default_factory=frozenset)
+    scales: dict[str, float] = field(default_factory=dict)
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
@@ -53,6 +58,15 @@ class Probe:
             return (edited - plain + 0.5) % 1.0 - 0.5
         return edited - plain
 
+    @torch.no_grad()
+    def feature_vectors(self, images: torch.Tensor, reads: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(N, D) features for the Frechet distance: ``features`` if given, else the attributes in their scales."""
+        if self.features is not None:
+            return torch.cat([self.features(images[i : i + 256].float()) for i in range(0, len(images), 256)])
+        reads = self(images) if reads is None else reads
+        names = [n for n in self.units if n not in self.categorical]
+        return torch.stack([reads[n].double() / self.scales.get(n, 1.0) for n in names], 1)
+
 
 def shapes_probe() -> Probe:
     from eigenedit.data import shapes
@@ -62,7 +76,18 @@ def shapes_probe() -> Probe:
         return {name: getattr(est, name).float() for name in shapes.FACTORS} | {"valid": est.valid}
 
     units = {"kind": "category", "shape_hue": "hue", "bg_hue": "hue", "size": "side", "x": "side", "y": "side"}
-    return Probe("shapes", read, units, circular=frozenset({"shape_hue", "bg_hue"}), categorical=frozenset({"kind"}))
+    circular, categorical = frozenset({"shape_hue", "bg_hue"}), frozenset({"kind"})
+    return Probe("shapes", read, units, circular, categorical, scales=shapes_scales())
+
+
+def shapes_scales() -> dict[str, float]:
+    """Std of each factor over the shapes dataset (uniform ranges); a kind change counts as one unit."""
+    from eigenedit.data import shapes
+
+    side = (shapes.SIZE_RANGE[1] - shapes.SIZE_RANGE[0]) / math.sqrt(12)
+    position = (shapes.POS_RANGE[1] - shapes.POS_RANGE[0]) / math.sqrt(12)
+    hue = 1 / math.sqrt(12)
+    return {"kind": 1.0, "shape_hue": hue, "bg_hue": hue, "size": side, "x": position, "y": position}
 
 
 def fashion_probe(classifier_dir: str | Path | None = None) -> Probe:
@@ -78,7 +103,13 @@ def fashion_probe(classifier_dir: str | Path | None = None) -> Probe:
 
     units = {"area": "fraction", "brightness": "intensity", "width": "side", "height": "side"}
     units |= {"class": "category", "confidence": "probability"}
-    return Probe("fashion", read, units, categorical=frozenset({"class"}))
+    try:  # attribute spreads over the real test photos (as benchmarks/fashion.py); else over the run's samples
+        test_images, _ = fashion.load("test")
+        scales = {name: float(v.std()) for name, v in fashion.attributes(test_images).items()}
+    except (FileNotFoundError, OSError):
+        scales = {}
+    scales["confidence"] = 1.0  # a probability: its changes are reported as they are
+    return Probe("fashion", read, units, categorical=frozenset({"class"}), scales=scales, features=classifier.features)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -117,12 +148,27 @@ def terrain_probe() -> Probe:
     return Probe("terrain", read, {"elevation": "m", "roughness": "m", "slope": "m/m", "ridges": "fraction"})
 
 
+def faces_probe(probe_dir: str | Path | None = None) -> Probe:
+    """The faces model's attribute probe (``eigenedit.data.faces.FaceProbe``): continuous attributes in [0, 1]
+    (scale: the std of a uniform attribute, 1/sqrt(12)), glasses/beard probabilities, hair style class."""
+    from eigenedit.data import faces
+    from eigenedit.models import SHIPPED_MODELS
+
+    probe = faces.FaceProbe.from_pretrained(probe_dir or SHIPPED_MODELS["faces64"] / "probe")
+    units = {name: "fraction of range" for name in faces.CONTINUOUS}
+    units |= {name: "probability" for name in faces.BINARY} | {"hair_style": "category"}
+    scales = {name: 1 / math.sqrt(12) for name in faces.CONTINUOUS} | {name: 1.0 for name in faces.BINARY}
+    return Probe("faces", probe.predict, units, circular=frozenset({"bg_hue"}), categorical=frozenset({"hair_style"}),
+                 scales=scales, features=probe.features)  # fmt: skip
+
+
 SHIPPED_PROBES: dict[str, Callable[[], Probe]] = {
     "shapes": shapes_probe,
     "fashion": fashion_probe,
     "terrain": terrain_probe,
+    "faces": faces_probe,
 }
-MODEL_PROBES = {"shapes32": "shapes", "fashion32": "fashion", "terrain128": "terrain"}
+MODEL_PROBES = {"shapes32": "shapes", "fashion32": "fashion", "terrain128": "terrain", "faces64": "faces"}
 
 
 def load_probe(spec: str) -> Probe:

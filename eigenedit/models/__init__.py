@@ -1,5 +1,6 @@
 """Model adapters: diffusers DDPM UNets (``base``), guided-diffusion ADM (``adm``), the terrain consistency model
-(``terrain``), Stable Diffusion (``stable_diffusion``); ``registry`` loads any of them by name, folder or hub id."""
+(``terrain``), Stable Diffusion (``stable_diffusion``), SDXL, DiT, PixArt-alpha, SD3 and Flux (``pipelines``);
+``registry`` loads any of them by name, folder or hub id."""
 
 from eigenedit.models.base import EDIT_DEFAULTS_FILE, DiffusionModel
 from eigenedit.models.registry import (

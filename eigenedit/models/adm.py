@@ -470,21 +470,70 @@ def save_adm_folder(network: ADMUNet, folder: str | Path, beta_schedule: str = "
     (folder / ADM_CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
 
+ADM_LIMITS = {"image_size": 4096, "model_channels": 2048, "num_res_blocks": 16, "num_heads": 64, "label_dim": 4096}
+
+
+def read_adm_config(path: Path) -> tuple[dict, ADMConfig]:
+    """``adm_config.json`` checked before any network is built: a JSON object with a "unet" object of ADMConfig
+    fields (whole numbers in sane ranges, so a garbled file cannot ask for terabytes) and a "weights" file name."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable JSON file: {err}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("unet"), dict):
+        raise ValueError(f'{path} must hold a JSON object with a "unet" object of ADMConfig fields')
+    meta.setdefault("weights", "model.safetensors")
+    if not isinstance(meta["weights"], str) or not meta["weights"]:
+        raise ValueError(f'{path}: "weights" must be a file name, got {meta["weights"]!r}')
+    unet = meta["unet"]
+    unknown = set(unet) - set(ADMConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{path}: unknown ADMConfig fields {sorted(unknown)}")
+    for name, value in unet.items():
+        default = ADMConfig.__dataclass_fields__[name].default
+        numbers = value if isinstance(value, list | tuple) else [value]
+        if value is None and name in ("num_classes", "label_dim"):
+            continue
+        ok = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, tuple):
+            ok = ok and isinstance(value, list | tuple) and 0 < len(value) <= 16 and all(0 < v <= 1024 for v in value)
+        elif isinstance(value, list | tuple) or not ok:
+            ok = False
+        elif name == "dropout":
+            ok = 0 <= value < 1
+        else:
+            low = -1 if name in ("num_head_channels", "num_heads_upsample") else 1
+            ok = value == int(value) and (low <= value <= ADM_LIMITS.get(name, 1 << 16)) and value != 0
+        if not ok:
+            raise ValueError(f"{path}: unet field {name!r} has an unusable value {value!r}"[:300])
+    try:
+        return meta, ADMConfig(**unet)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
 def load_adm_folder(folder: str | Path, allow_pickle: bool = False) -> tuple[ADMDiffusionUNet, DDIMScheduler]:
     """A guided-diffusion checkpoint described by ``folder/adm_config.json``: {"unet": ADMConfig fields,
     "weights": file name (safetensors, or a .pt of the Asyrp/P2/iDDPM zoos with ``allow_pickle``),
     "beta_schedule": "linear" (guided-diffusion's, 1e-4..0.02 over 1000 steps) or "cosine"}."""
     folder = Path(folder)
-    meta = json.loads((folder / ADM_CONFIG_FILE).read_text())
-    unknown = set(meta.get("unet", {})) - set(ADMConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"{folder / ADM_CONFIG_FILE}: unknown ADMConfig fields {sorted(unknown)}")
+    meta, config = read_adm_config(folder / ADM_CONFIG_FILE)
     schedule = meta.get("beta_schedule", "linear")
     if schedule not in ("linear", "cosine"):
         raise ValueError(f"{folder / ADM_CONFIG_FILE}: beta_schedule must be 'linear' or 'cosine', got {schedule!r}")
-    network = ADMUNet.from_checkpoint(
-        folder / meta.get("weights", "model.safetensors"), ADMConfig(**meta["unet"]), allow_pickle=allow_pickle
-    )
+    state = load_state_dict_file(folder / meta["weights"], allow_pickle=allow_pickle)
+    with torch.device("meta"), warnings.catch_warnings():  # the config must fit the weights before any memory
+        warnings.simplefilter("ignore")  # is allocated for it (loading into meta tensors is a no-op)
+        try:
+            probe = ADMUNet(config)
+        except (AssertionError, ArithmeticError, TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{folder / ADM_CONFIG_FILE} describes no buildable network: {err}"[:300]) from None
+        load_weights(probe, state)
+    network = ADMUNet(config)
+    load_weights(network, state)
+    network.eval().requires_grad_(False)
     scheduler = DDIMScheduler(
         num_train_timesteps=1000,
         beta_schedule="linear" if schedule == "linear" else "squaredcos_cap_v2",

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from diffusers import DDIMScheduler, UNet2DModel
 
+from eigenedit.core.defaults import read_edit_defaults
 from eigenedit.models.adm import ADM_CONFIG_FILE, load_adm_folder
 from eigenedit.models.base import EDIT_DEFAULTS_FILE, DiffusionModel
+from eigenedit.models.pipelines import FAMILIES, load_pipeline_model
 from eigenedit.models.stable_diffusion import is_text_to_image, load_stable_diffusion, pipeline_index
 
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
-SHIPPED_MODELS = {"shapes32": PRETRAINED_DIR / "shapes32", "fashion32": PRETRAINED_DIR / "fashion32"}
+SHIPPED_MODELS = {name: PRETRAINED_DIR / name for name in ("shapes32", "fashion32", "faces64")}
 DEFAULT_MODEL = "shapes32"
 TERRAIN_MODEL = "terrain128"  # read from the adaptive-terrain-diffusion package by eigenedit.terrain
 
@@ -32,7 +33,9 @@ def load_model(id_or_path: str = DEFAULT_MODEL, device: str = "cpu", allow_pickl
     A folder with ``adm_config.json`` gives a guided-diffusion (ADM) UNet (``eigenedit.adm.load_adm_folder``; its
     pickle ``.pt`` weights load only with ``allow_pickle=True``).
     A folder holding just a UNet (config.json + weights) gets a default DDPM scheduler. A StableDiffusionPipeline
-    folder or hub id (its model_index.json lists a text encoder and a VAE) gives a ``StableDiffusionModel``.
+    folder or hub id (its model_index.json lists a text encoder and a VAE) gives a ``StableDiffusionModel``;
+    StableDiffusionXLPipeline, DiTPipeline, PixArtAlphaPipeline, StableDiffusion3Pipeline and FluxPipeline folders
+    give the ``eigenedit.models.pipelines`` models; other pipelines are one clear error.
     """
     if id_or_path == TERRAIN_MODEL or id_or_path.endswith(".onnx"):
         from eigenedit.models.terrain import load_terrain_model  # imported here: it reads onnx, an optional extra
@@ -46,7 +49,9 @@ def load_model(id_or_path: str = DEFAULT_MODEL, device: str = "cpu", allow_pickl
             "an existing local folder, or a hub id of the form owner/name"
         )
     index = pipeline_index(source)
-    if is_text_to_image(index):
+    if index is not None and index.get("_class_name") in FAMILIES:  # SDXL, DiT, PixArt-alpha, SD3, Flux
+        return load_pipeline_model(source, id_or_path, index, device)
+    if is_text_to_image(index) or (index is not None and "transformer" in index):
         return load_stable_diffusion(source, id_or_path, index, device)
     try:
         if local.is_dir() and (local / ADM_CONFIG_FILE).is_file():
@@ -71,5 +76,5 @@ def load_model(id_or_path: str = DEFAULT_MODEL, device: str = "cpu", allow_pickl
     # every sampler here works on epsilon: the UNet's own output type is converted by DiffusionModel.predict_eps
     scheduler = DDIMScheduler.from_config(scheduler.config, prediction_type="epsilon")
     defaults_file = local / EDIT_DEFAULTS_FILE
-    edit_defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else {}
+    edit_defaults = read_edit_defaults(defaults_file) if defaults_file.is_file() else {}
     return DiffusionModel(unet, scheduler, id_or_path, prediction_type, edit_defaults)

@@ -154,8 +154,9 @@ def load_stable_diffusion(source: str, model_id: str, index: dict, device: str =
     """Load unet/, vae/, text_encoder/, tokenizer/ and scheduler/ of a StableDiffusionPipeline folder or hub id."""
     if "text_encoder_2" in index or index.get("unet", [None, None])[1] != "UNet2DConditionModel":
         raise ValueError(
-            f"cannot load model {model_id!r}: {index.get('_class_name')} is not supported (Stable Diffusion 1.x/2.x "
-            "pipelines with one text encoder and a UNet2DConditionModel are)"
+            f"cannot load model {model_id!r}: {index.get('_class_name')} is not supported (supported: Stable "
+            "Diffusion 1.x/2.x, StableDiffusionXLPipeline, DiTPipeline, PixArtAlphaPipeline, "
+            "StableDiffusion3Pipeline, FluxPipeline)"
         )
     try:
         import transformers

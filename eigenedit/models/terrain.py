@@ -47,12 +47,14 @@ PIXEL_SIZE = 0.1  # metres per pixel: the package's default horizontal_scale
 # Edit defaults measured by benchmarks/terrain.py (results/terrain.md: ov-left at this 16x16 encoder layer moves
 # elevation, roughness, slope and ridge density monotonically; alpha 0.62 is where a random direction changes the
 # heightmap by 0.04). The CLI fills options the user leaves unset from them; 1 step: a consistency model.
-TERRAIN_EDIT_DEFAULTS = {
+TERRAIN_EDIT_DEFAULTS = {  # benchmarks/operators.py: spectral ov modes beat random modes of the same norm here
     "layer": "network.input_blocks.16.1",
     "decomposition": "ov-left",
+    "operator": "spectral",
     "location": "network.input_blocks.16.1",
     "t_edit": 0,
-    "alphas": [-0.62, -0.31, 0.0, 0.31, 0.62],
+    "alphas": [-20.0, -10.0, 0.0, 10.0, 20.0],
+    "operator_alphas": {"shift": [-0.62, -0.31, 0.0, 0.31, 0.62]},
     "steps": 1,
 }
 
