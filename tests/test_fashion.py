@@ -53,7 +53,7 @@ def test_classifier_round_trip(tmp_path):
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     assert loaded.features(x).shape == (2, 128)
     assert torch.allclose(loaded(x), model(x))
-    with pytest.raises(FileNotFoundError, match="no classifier"):
+    with pytest.raises(FileNotFoundError, match="no FashionClassifier"):
         fashion.FashionClassifier.from_pretrained(tmp_path / "missing")
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from eigenedit.data.probe_net import ProbeNet
+
 CONTINUOUS = (
     "smile", "mouth_open", "eye_open", "eye_size", "brow_angle", "hair_color", "skin_tone", "face_width",
     "x", "y", "yaw", "bg_hue",
@@ -186,7 +188,7 @@ class FacesDataset(torch.utils.data.Dataset):
         return images[0], {k: v[0] for k, v in attrs.items()}
 
 
-class FaceProbe(torch.nn.Module):
+class FaceProbe(ProbeNet):
     """A small CNN trained by the project on rendered faces: regresses every continuous attribute (in [0, 1]),
     predicts glasses and beard (logits) and the hair style (3 logits). Its penultimate ``features`` (128-d) give a
     Frechet distance between generated and rendered faces (no Inception weights offline)."""
@@ -230,25 +232,6 @@ class FaceProbe(torch.nn.Module):
             + F.binary_cross_entropy_with_logits(out[:, n_cont : n_cont + n_bin], binary)
             + F.cross_entropy(out[:, n_cont + n_bin :], attrs["hair_style"])
         )
-
-    def save_pretrained(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
-        (path / "config.json").write_text(json.dumps(self.config))
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> FaceProbe:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"no face probe in {path} (expected config.json and model.safetensors)")
-        model = cls(**json.loads((path / "config.json").read_text()))
-        model.load_state_dict(load_file(path / "model.safetensors"))
-        return model.eval().requires_grad_(False)
 
 
 TEST_SEED_OFFSET = 10**9  # held-out renders for probe scores come from seeds >= this

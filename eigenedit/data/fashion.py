@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eigenedit.data.probe_net import ProbeNet
+
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {"train": "train-{}-idx{}-ubyte.gz", "test": "t10k-{}-idx{}-ubyte.gz"}
@@ -60,7 +62,7 @@ def make_batch(n: int, seed: int, split: str = "train") -> tuple[torch.Tensor, t
     return images[idx], labels[idx]
 
 
-class FashionClassifier(torch.nn.Module):
+class FashionClassifier(ProbeNet):
     """A small CNN trained by the project: its class probabilities label edits, and its penultimate features
     (``features``, 128-d) define a Frechet distance on our own features (no Inception weights offline)."""
 
@@ -83,25 +85,6 @@ class FashionClassifier(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
-
-    def save_pretrained(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path / "model.safetensors")
-        (path / "config.json").write_text(json.dumps(self.config))
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> FashionClassifier:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"no classifier in {path} (expected config.json and model.safetensors)")
-        model = cls(**json.loads((path / "config.json").read_text()))
-        model.load_state_dict(load_file(path / "model.safetensors"))
-        return model.eval().requires_grad_(False)
 
 
 def train_classifier(
