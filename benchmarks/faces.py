@@ -20,7 +20,6 @@ from diffusers import UNet2DModel
 
 from eigenedit.core import sampling
 from eigenedit.core.attention import list_attention_layers
-from eigenedit.core.io import image_grid, save_png
 from eigenedit.data import faces
 from eigenedit.evaluation.evaluate import zeroing_sensitivity
 from eigenedit.evaluation.metrics import frechet_distance, ssim
@@ -28,7 +27,7 @@ from eigenedit.models import load_model
 from eigenedit.training import export_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-from model_card import relative_change, spectrum_stats  # noqa: E402
+from model_card import relative_change, spectra_rows, spectrum_stats, write_card  # noqa: E402
 
 RENDER_SEED = 777_000_000  # renders compared with samples (disjoint from training batches and probe test renders)
 
@@ -51,14 +50,7 @@ def attribute_summary(probe: faces.FaceProbe, images: torch.Tensor) -> dict:
 
 def card(n: dict, config: dict) -> str:
     unet = config["unet"]
-    rows = []
-    for layer, s in n["spectra"].items():
-        for name in ("qk", "ov-left", "qkv"):
-            t, i = s["trained"][name], s["init"][name]
-            rows.append(
-                f"| {layer} | {name} | {t['top5']} | {i['top5']} | {t['top1_over_median']} / {i['top1_over_median']} "
-                f"| {t['effective_rank']} / {i['effective_rank']} |"
-            )
+    rows = spectra_rows(n["spectra"])
     zero = ", ".join(f"`{k}` {v:.4f}" for k, v in n["zeroing_sensitivity"].items())
     probe = ", ".join(f"{k} {v:.3f}" for k, v in n["probe_scores"].items())
     return (
@@ -155,13 +147,7 @@ def main() -> None:
         "relative_weight_change": {layer: relative_change(model.unet, init, layer) for layer in layers},
     }
     numbers["probe_scores"].pop("steps", None)
-    (args.out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
-    (args.out / "README.md").write_text(card(numbers, state["config"]))
-    save_png(image_grid(images[:64], 8, 8, scale=2), args.out / "samples.png")
-    save_png(
-        image_grid(torch.cat([real[:8], recon[:8]]), 2, 8, ["render", "inverted"], scale=2), args.out / "inversion.png"
-    )
-    print(json.dumps(numbers, indent=1))
+    write_card(args.out, numbers, card(numbers, state["config"]), images, real, recon, "render", scale=2)
 
 
 if __name__ == "__main__":

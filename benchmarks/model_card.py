@@ -45,17 +45,36 @@ def relative_change(trained: UNet2DModel, init: UNet2DModel, layer: str) -> dict
     return {m: round(float((getattr(a, m) - getattr(b, m)).norm() / getattr(b, m).norm()), 3) for m in "qkvo"}
 
 
-def card(n: dict, config: dict) -> str:
-    """The model card, every number taken from ``n`` (this script's measurements) or the training config."""
-    unet = config["unet"]
+def spectra_rows(spectra: dict) -> list[str]:
+    """Markdown rows (layer, decomposition, top 5 trained / init, top1/median, effective rank) of ``spectra``."""
     rows = []
-    for layer, s in n["spectra"].items():
+    for layer, s in spectra.items():
         for name in ("qk", "ov-left", "qkv"):
             t, i = s["trained"][name], s["init"][name]
             rows.append(
                 f"| {layer} | {name} | {t['top5']} | {i['top5']} | {t['top1_over_median']} / {i['top1_over_median']} "
                 f"| {t['effective_rank']} / {i['effective_rank']} |"
             )
+    return rows
+
+
+def write_card(
+    out: Path, numbers: dict, text: str, samples: torch.Tensor, originals: torch.Tensor, recon: torch.Tensor,
+    label: str, scale: int,
+) -> None:  # fmt: skip
+    """A model folder's numbers.json, README.md (the card), samples.png (8x8) and inversion.png (8 + 8)."""
+    (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
+    (out / "README.md").write_text(text)
+    save_png(image_grid(samples[:64], 8, 8, scale=2), out / "samples.png")
+    grid = image_grid(torch.cat([originals[:8], recon[:8]]), 2, 8, [label, "inverted"], scale=scale)
+    save_png(grid, out / "inversion.png")
+    print(json.dumps(numbers, indent=1))
+
+
+def card(n: dict, config: dict) -> str:
+    """The model card, every number taken from ``n`` (this script's measurements) or the training config."""
+    unet = config["unet"]
+    rows = spectra_rows(n["spectra"])
     change = "; ".join(
         f"{layer}: " + ", ".join(f"W_{m} {v}" for m, v in c.items()) for layer, c in n["relative_weight_change"].items()
     )
@@ -145,13 +164,7 @@ def main() -> None:
         "relative_weight_change": {layer: relative_change(model.unet, init, layer) for layer in layers},
         "steps": args.steps,
     }
-    (args.out / "numbers.json").write_text(json.dumps(numbers, indent=1))
-    (args.out / "README.md").write_text(card(numbers, state["config"]))
-    save_png(image_grid(images[:64], 8, 8, scale=2), args.out / "samples.png")
-    save_png(
-        image_grid(torch.cat([real[:8], recon[:8]]), 2, 8, ["data", "inverted"], scale=3), args.out / "inversion.png"
-    )
-    print(json.dumps(numbers, indent=1))
+    write_card(args.out, numbers, card(numbers, state["config"]), images, real, recon, "data", scale=3)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from eigenedit.core.operators import get_module, make_operator
+from eigenedit.core.operators import check_batch, check_finite, get_module, make_operator
 
 if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
@@ -54,8 +54,7 @@ def sample(
     if edit is not None:
         if edit.asymmetric:
             raise ValueError("--asymmetric is Asyrp's DDIM process; flow-matching models (SD3, Flux) have no eps step")
-        if edit.alphas.shape[0] != x.shape[0]:
-            raise ValueError(f"edit has {edit.alphas.shape[0]} rows of alphas for a batch of {x.shape[0]}")
+        check_batch(edit.alphas, x)
         if edit.operator not in FLOW_OPERATORS:
             raise ValueError(
                 f"the {edit.operator} operator is not supported yet on flow-matching models (SD3, Flux); "
@@ -73,11 +72,7 @@ def sample(
             if on:
                 op.active = False
             x = model.scheduler.step(v, t, x, return_dict=False)[0]
-    if not torch.isfinite(x).all():
-        raise ValueError(
-            "sampling produced non-finite values (NaN or inf): "
-            + ("the edit is far too strong for this model; use a smaller alpha" if edit else "the model is broken")
-        )
+    check_finite(x, edit.alphas if edit is not None else None)
     return x
 
 

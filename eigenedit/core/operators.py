@@ -32,6 +32,24 @@ if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
 
 
+def check_batch(alphas: torch.Tensor, x: torch.Tensor) -> None:
+    """An edit needs one row of alphas per sample of the batch it edits."""
+    if alphas.shape[0] != x.shape[0]:
+        raise ValueError(f"edit has {alphas.shape[0]} rows of alphas for a batch of {x.shape[0]}")
+
+
+def check_finite(x: torch.Tensor, alphas: torch.Tensor | None) -> None:
+    """Refuse a sample holding NaN or inf (it would be written as a black image); ``alphas``: the edit's, if any."""
+    if torch.isfinite(x).all():
+        return
+    if alphas is None:
+        raise ValueError("sampling produced non-finite values (NaN or inf): the model's output is broken")
+    raise ValueError(
+        f"sampling produced non-finite values (NaN or inf) (largest |alpha| {alphas.abs().max().item():g}): the edit "
+        "is far too strong for this model; use a smaller alpha"
+    )
+
+
 def direction_field(h: torch.Tensor, vectors: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     """sum_k alpha_k u_k shaped like h (B, C, H, W) or (B, N, C): C-dim directions spread evenly over positions
     (unit norm per direction), or C*H*W directions as they are."""

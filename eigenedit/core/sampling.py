@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from eigenedit.core import flow
 from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
 from eigenedit.core.directions import Directions
-from eigenedit.core.operators import OPERATORS, make_operator
+from eigenedit.core.operators import OPERATORS, check_batch, check_finite, make_operator
 
 if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
@@ -82,8 +82,7 @@ def sample(
     x = x_t.to(model.device, model.dtype)
     op = contextlib.nullcontext()
     if edit is not None:
-        if edit.alphas.shape[0] != x.shape[0]:
-            raise ValueError(f"edit has {edit.alphas.shape[0]} rows of alphas for a batch of {x.shape[0]}")
+        check_batch(edit.alphas, x)
         op = make_operator(model, edit.operator, edit.directions, edit.alphas, edit.location, edit.cg_steps)
     with op:
         for t in tqdm(sched.timesteps, desc="DDIM", disable=not progress, leave=False):
@@ -99,14 +98,7 @@ def sample(
                 x = asymmetric_step(model, eps, eps_plain, int(t), x)
             else:
                 x = sched.step(eps, t, x, eta=0.0).prev_sample
-    if not torch.isfinite(x).all():  # NaN or inf would be written as a black image
-        strength = f" (largest |alpha| {edit.alphas.abs().max().item():g})" if edit is not None else ""
-        raise ValueError(
-            f"sampling produced non-finite values (NaN or inf){strength}: the edit is far too strong for this "
-            "model; use a smaller alpha"
-            if edit is not None
-            else "sampling produced non-finite values (NaN or inf): the model's output is broken"
-        )
+    check_finite(x, edit.alphas if edit is not None else None)
     return x if model.latent else x.clamp(-1, 1)
 
 
