@@ -102,8 +102,10 @@ def run_model(name: str, net: torch.nn.Module, ks: list[int], repeats: int, skip
     channels = sorted({m.to_q.in_features for m in self_attention_modules(net).values()})
     params = sum(p.numel() for p in net.parameters())
     print(f"\n{name}: {len(layers)} self-attention layers, channels {channels}, {params / 1e6:.0f}M parameters")
-    print(f"{'decomposition':14s} {'k':>4s} {'fast median s':>14s} {'/ target':>9s} {'cpu s':>7s} {'cached s':>9s} "
-          f"{'full s':>8s} {'max rel value err':>18s} {'min |cos|':>10s}")
+    print(
+        f"{'decomposition':14s} {'k':>4s} {'fast median s':>14s} {'/ target':>9s} {'cpu s':>7s} {'cached s':>9s} "
+        f"{'full s':>8s} {'max rel value err':>18s} {'min |cos|':>10s}"
+    )
     out = {"layers": len(layers), "channels": channels, "parameters": params, "results": []}
     for decomposition in DECOMPOSITIONS:
         full_s, full = None, None
@@ -119,15 +121,24 @@ def run_model(name: str, net: torch.nn.Module, ks: list[int], repeats: int, skip
                 cpu_times.append(cpu)
             cached_s, _ = timed(lambda d=decomposition, k=k: discover(net, layers, d, k, "fast"))
             median = statistics.median(times)
-            row = {"decomposition": decomposition, "k": k, "fast_median_s": median, "fast_times_s": times,
-                   "fast_cpu_median_s": statistics.median(cpu_times), "cached_s": cached_s, "full_s": full_s}
+            row = {
+                "decomposition": decomposition,
+                "k": k,
+                "fast_median_s": median,
+                "fast_times_s": times,
+                "fast_cpu_median_s": statistics.median(cpu_times),
+                "cached_s": cached_s,
+                "full_s": full_s,
+            }
             if full is not None:
                 row.update(accuracy(fast, full, k))
             out["results"].append(row)
             acc = f"{row['max_rel_value_error']:18.1e} {row['min_abs_cos']:10.5f}" if full is not None else ""
             full_txt = f"{full_s:8.2f}" if full_s is not None else f"{'-':>8s}"
-            print(f"{decomposition:14s} {k:4d} {median:14.3f} {median / TARGET_S:9.2f} "
-                  f"{row['fast_cpu_median_s']:7.3f} {cached_s:9.3f} {full_txt} {acc}")
+            print(
+                f"{decomposition:14s} {k:4d} {median:14.3f} {median / TARGET_S:9.2f} "
+                f"{row['fast_cpu_median_s']:7.3f} {cached_s:9.3f} {full_txt} {acc}"
+            )
     return out
 
 

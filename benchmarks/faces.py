@@ -142,8 +142,10 @@ def main() -> None:
         "inversion_psnr_db_min": round(float(psnr.min()), 2),
         "inversion_ssim_median": round(float(ssim(recon, real).median()), 3),
         "zeroing_sensitivity": {loc: zeroing_sensitivity(model, zero_seeds, 20, loc) for loc in locations},
-        "spectra": {layer: {"trained": spectrum_stats(model.unet, layer), "init": spectrum_stats(init, layer)}
-                    for layer in layers},  # fmt: skip
+        "spectra": {
+            layer: {"trained": spectrum_stats(model.unet, layer), "init": spectrum_stats(init, layer)}
+            for layer in layers
+        },  # fmt: skip
         "relative_weight_change": {layer: relative_change(model.unet, init, layer) for layer in layers},
     }
     numbers["probe_scores"].pop("steps", None)

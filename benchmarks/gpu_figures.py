@@ -62,14 +62,24 @@ def sd15_model(device: str, dtype: torch.dtype, resolution: int):
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = letter_tokenizer(Path(folder))
     scheduler = DDIMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
     for module in (unet, vae, text_encoder):
         module.eval().requires_grad_(False).to(device, dtype)
     defaults = {"layer": default_layer(unet)}
     return StableDiffusionModel(
-        unet, scheduler, "sd15-shaped-random", "epsilon", defaults, vae=vae, text_encoder=text_encoder,
+        unet,
+        scheduler,
+        "sd15-shaped-random",
+        "epsilon",
+        defaults,
+        vae=vae,
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
     )
 
@@ -118,20 +128,32 @@ def main() -> int:
         plain_s = timed(lambda x=x: sampling.sample(model, x, args.steps), args.device, args.repeats)
         edit_s = timed(
             lambda x=x, a=alphas, b=batch: sampling.edit_images(model, x, dirs.top(1), a, args.steps, batch_size=b),
-            args.device, args.repeats,
+            args.device,
+            args.repeats,
         )
         latents = sampling.sample(model, x, 1)
         decode_s = timed(lambda z=latents, b=batch: model.decode(z, batch_size=b), args.device, args.repeats)
         row = {
-            "batch": batch, "plain_s": plain_s, "edit_s": edit_s, "edit_over_plain": edit_s / plain_s,
-            "decode_s": decode_s, "edited_images_per_s": batch / (edit_s + decode_s),
+            "batch": batch,
+            "plain_s": plain_s,
+            "edit_s": edit_s,
+            "edit_over_plain": edit_s / plain_s,
+            "decode_s": decode_s,
+            "edited_images_per_s": batch / (edit_s + decode_s),
         }
         rows.append(row)
-        print(f"{batch:5d} {plain_s:8.3f} {edit_s:8.3f} {row['edit_over_plain']:10.3f} {decode_s:9.3f} "
-              f"{row['edited_images_per_s']:9.2f}")
+        print(
+            f"{batch:5d} {plain_s:8.3f} {edit_s:8.3f} {row['edit_over_plain']:10.3f} {decode_s:9.3f} "
+            f"{row['edited_images_per_s']:9.2f}"
+        )
     report = {
-        "device": name, "dtype": str(dtype), "resolution": args.resolution, "steps": args.steps,
-        "repeats": args.repeats, "discovery_s_top5_ov_left": discovery_s, "rows": rows,
+        "device": name,
+        "dtype": str(dtype),
+        "resolution": args.resolution,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "discovery_s_top5_ov_left": discovery_s,
+        "rows": rows,
     }
     if args.device == "cuda":
         report["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30

@@ -83,9 +83,7 @@ def clip(tokenizer: CLIPTokenizer, hidden: int = 16, projection: int | None = No
 
 
 def t5(tokenizer: T5Tokenizer, d_model: int) -> T5EncoderModel:
-    config = T5Config(
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2, num_heads=2
-    )
+    config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2, num_heads=2)
     return T5EncoderModel(config).eval()
 
 

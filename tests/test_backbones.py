@@ -33,8 +33,11 @@ GUIDANCE = {"sdxl": 5.0, "dit": 4.0, "pixart": 4.5, "sd3": 7.0, "flux": 3.5}  # 
 LAYERS = {
     "sdxl": {
         **{f"down_blocks.1.attentions.0.transformer_blocks.{b}.attn1": (16, (4, 4), "q,k,v,o") for b in (0, 1)},
-        **{f"up_blocks.0.attentions.{a}.transformer_blocks.{b}.attn1": (16, (4, 4), "q,k,v,o") for a in (0, 1)
-           for b in (0, 1)},
+        **{
+            f"up_blocks.0.attentions.{a}.transformer_blocks.{b}.attn1": (16, (4, 4), "q,k,v,o")
+            for a in (0, 1)
+            for b in (0, 1)
+        },
         **{f"mid_block.attentions.0.transformer_blocks.{b}.attn1": (16, (4, 4), "q,k,v,o") for b in (0, 1)},
     },
     "dit": {f"transformer_blocks.{b}.attn1": (16, (4, 4), "q,k,v,o") for b in (0, 1)},

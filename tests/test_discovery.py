@@ -54,8 +54,11 @@ def test_fast_top_k_matches_the_full_decomposition_on_random_init(decomposition)
     """Random initialisation: flat spectra with small gaps, the hard case for a top-k solver."""
     block = Block(320, heads=8)
     weights = AttentionWeights(
-        "attn1", *(m.weight.detach() for m in (block.attn1.to_q, block.attn1.to_k, block.attn1.to_v)),
-        block.attn1.to_out[0].weight.detach(), 8, block.norm1.weight.detach(),
+        "attn1",
+        *(m.weight.detach() for m in (block.attn1.to_q, block.attn1.to_k, block.attn1.to_v)),
+        block.attn1.to_out[0].weight.detach(),
+        8,
+        block.norm1.weight.detach(),
     )
     full = factorize(weights.to(torch.float64), decomposition)
     check(factorize_top(weights, decomposition, 8), full, 8)

@@ -130,11 +130,13 @@ def read_attention_weights(
     if norm is None and attr == "attn1":  # a transformer block's self-attention reads norm1(x) (a LayerNorm)
         norm = getattr(unet.get_submodule(parent), "norm1", None) if parent else None
         norm = norm if isinstance(norm, torch.nn.LayerNorm) else None
+
     def read(weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().to(dtype=dtype, copy=copy)
 
     q, k = read(module.to_q.weight), read(module.to_k.weight)
     heads = module.heads
+
     # per-head RMS/LayerNorm on q and k (SD3.5, Flux): their scales go into W_q and W_k, so that qk is the logits'
     # bilinear form up to each token's normalisation (and, with rotary embeddings, at zero relative offset)
     def fold(matrix: torch.Tensor, qk_norm: torch.nn.Module | None) -> torch.Tensor:

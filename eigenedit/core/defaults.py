@@ -60,9 +60,11 @@ def read_edit_defaults(path: str | Path) -> dict:
         "t_edit": (lambda v: whole(v, 0), "a whole number >= 0"),
         "steps": (lambda v: whole(v, 1), "a whole number >= 1"),
         "alphas": (
-            lambda v: isinstance(v, list)
-            and bool(v)
-            and all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in v),
+            lambda v: (
+                isinstance(v, list)
+                and bool(v)
+                and all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a) for a in v)
+            ),
             "a non-empty list of finite numbers",
         ),
     }
