@@ -1,6 +1,6 @@
 """Which edit operator makes attention-weight directions edit: operator x decomposition x model, on held-out seeds.
 
-    python benchmarks/operators.py [--models shapes32 fashion32 terrain128] [--quick] [--output-dir results]
+    python benchmarks/operators.py [--models shapes32 fashion32 terrain128 faces64] [--quick] [--output-dir results]
 
 Protocol (every method is treated the same; a method is operator x direction source x layer):
 - direction sources: the weight decompositions (qk, ov-left, ov-right, qkv = SeFa with unit-norm rows, qkv-raw
@@ -81,6 +81,15 @@ def setup_for(model_id: str, quick: bool) -> Setup:
             notes=["terrain128 (0.9 s per image on this CPU): one layer, 4 selection seeds, top-1 candidates, "
                    "decompositions qk/ov-left/qkv; on test seeds only each operator's selected weight decomposition, "
                    "its random control and pca-h; no pullback (double backward through the 128 px UNet per image)"],
+        )  # fmt: skip
+    if model_id == "faces64":
+        return Setup(
+            10, 500,
+            [("mid_block.attentions.0", "mid_block"), ("up_blocks.1.attentions.1", "up_blocks.1.attentions.1")],
+            ("qk", "ov-left", "ov-right", "qkv", "random", "pca-h"), 3, list(range(6)), list(range(1000, 1032)),
+            3, 64, 64, True,
+            notes=["faces64: the paper's h-space (mid-block attention output, 8x8) and the last 16x16 attention; "
+                   "SeFa's qkv only (qkv-raw measured on the other models)"],
         )  # fmt: skip
     return Setup(
         10, 500,
@@ -585,7 +594,7 @@ def figure(results: list[dict], path: Path) -> None:
                       and r["source"] != "pca-h"]  # fmt: skip
             if not weight:
                 continue
-            best = max(weight, key=lambda r: (r["rho"], r["agree"]))
+            best = max(weight, key=lambda r: abs(r["selection_rho"]))  # chosen on selection seeds
             shown.append(best)
             ctrl = control_of(best, rows)
             if ctrl is not None:
@@ -606,7 +615,7 @@ def figure(results: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["shapes32", "fashion32", "terrain128"])
+    p.add_argument("--models", nargs="+", default=["shapes32", "fashion32", "terrain128", "faces64"])
     p.add_argument("--probe", default=None, help="probe for models without a shipped one (e.g. shapes)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 DDIM steps, 2+3 seeds, one candidate")
     p.add_argument("--output-dir", type=Path, default=Path("results"))
