@@ -276,7 +276,7 @@ def fashion_file(tmp_path_factory) -> Path:
 def test_directions_of_another_model_with_the_same_width_are_refused(fashion_file, tmp_path, capsys):
     out = tmp_path / "out.png"
     capsys.readouterr()
-    shift = ("--operator", "shift")  # alpha 1 is inside shift's documented range (no strength warning)
+    shift = ("--model", "shapes32", "--operator", "shift")  # alpha 1 is inside shift's documented range
     assert run("edit", "--directions", fashion_file, *shift, "--steps", "1", "-o", out) == 2  # shapes32: 128 channels
     line = one_line(capsys.readouterr().err)
     assert "made for model 'fashion32'" in line and "model in use is 'shapes32'" in line and "--force" in line
@@ -289,7 +289,7 @@ def test_shipped_model_by_name_or_folder_is_the_same_model(tmp_path, capsys):
     dfile = tmp_path / "d.safetensors"
     assert run("directions", "--model", SHIPPED_MODELS["shapes32"], "-k", "2", "-o", dfile) == 0
     assert Directions.load(dfile).metadata["model"] == "shapes32"
-    assert run("edit", "--directions", dfile, "--steps", "1", "-o", tmp_path / "o.png") == 0
+    assert run("edit", "--model", "shapes32", "--directions", dfile, "--steps", "1", "-o", tmp_path / "o.png") == 0
     assert model_identity(str(SHIPPED_MODELS["fashion32"]) + "/") == "fashion32"
     assert model_identity("owner/name/") == "owner/name"
 

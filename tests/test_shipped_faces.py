@@ -4,6 +4,7 @@ import torch
 
 from eigenedit.core import sampling
 from eigenedit.core.attention import list_attention_layers
+from eigenedit.core.directions import compute_directions
 from eigenedit.data import faces
 from eigenedit.evaluation.probes import load_probe, probe_for_model
 from eigenedit.models import SHIPPED_MODELS, load_model
@@ -37,3 +38,25 @@ def test_samples_are_faces_on_flat_backgrounds():
     reads = probe(images)
     assert set(faces.ATTRIBUTES) <= set(reads) and all(torch.isfinite(v).all() for v in reads.values())
     assert probe.feature_vectors(images).shape == (4, 128)
+
+
+def test_default_edit_moves_its_measured_label():
+    """eigenedit.json's default edit (chosen by benchmarks/operators.py on selection seeds) moves the attribute it
+    is labelled with, in the labelled direction, on test seeds, at its 5 default strengths."""
+    model = load_model("faces64")
+    d = model.edit_defaults
+    sign, name = (1.0 if d["label"][0] == "+" else -1.0), d["label"][1:]
+    dirs = compute_directions(model.unet, d["layer"], d["decomposition"]).top(d["direction"] + 1)
+    seeds = [1000, 1001, 1002, 1003]
+    x = sampling.noise_from_seeds(model, seeds).repeat_interleave(5, dim=0)
+    alphas = torch.zeros(len(x), len(dirs))
+    alphas[:, d["direction"]] = torch.tensor(d["alphas"]).repeat(len(seeds))
+    images = sampling.edit_images(model, x, dirs, alphas, d["steps"], d["t_edit"], d["location"],
+                                  operator=d["operator"])  # fmt: skip
+    probe = probe_for_model("faces64")
+    values = probe(images)[name].view(len(seeds), 5).double()
+    change = probe.difference(name, values, values[:, d["alphas"].index(0.0)][:, None])  # circular hues wrap
+    ranks = change.argsort(dim=1).argsort(dim=1).double()
+    strength_ranks = torch.tensor(d["alphas"]).argsort().argsort().double()
+    rho = torch.stack([torch.corrcoef(torch.stack([r, strength_ranks]))[0, 1] for r in ranks])
+    assert float(rho.mean()) * sign > 0.5, (name, rho)

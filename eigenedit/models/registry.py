@@ -14,7 +14,7 @@ from eigenedit.models.stable_diffusion import is_text_to_image, load_stable_diff
 
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 SHIPPED_MODELS = {name: PRETRAINED_DIR / name for name in ("shapes32", "fashion32", "faces64")}
-DEFAULT_MODEL = "shapes32"
+DEFAULT_MODEL = "faces64"
 TERRAIN_MODEL = "terrain128"  # read from the adaptive-terrain-diffusion package by eigenedit.terrain
 
 
