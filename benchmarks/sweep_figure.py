@@ -1,6 +1,6 @@
 """A sweep grid of a model's best weight directions, labelled automatically by the operators benchmark.
 
-    python benchmarks/sweep_figure.py --model faces64 [--rows 4] [--seeds 1000-1003] [--out results] [--card]
+    python benchmarks/sweep_figure.py --model faces64 [--rows 4] [--seeds 1000-1002] [--out results] [--card]
 
 Reads results/operators.json (``benchmarks/operators.py``). The rows shown are chosen on **selection seeds** only:
 per operator, the weight row (decomposition x layer, direction index, attribute, as the benchmark selected them)
