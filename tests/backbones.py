@@ -101,6 +101,7 @@ def vae(scaling_factor: float = 1.5, shift_factor: float | None = None) -> Autoe
 
 
 def ddim() -> DDIMScheduler:
+    """DDIM with Stable Diffusion's settings."""
     return DDIMScheduler(
         beta_schedule="scaled_linear",
         beta_start=0.00085,

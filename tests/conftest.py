@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random-init UNet (fast) and the shipped shapes model."""
+"""Shared fixtures: a tiny random-init UNet (fast), its saved folder, the shipped shapes model, and ``run`` (the
+command line's exit code)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,24 @@ def tiny_unet(seed: int = 0) -> UNet2DModel:
 @pytest.fixture
 def tiny_model() -> DiffusionModel:
     return DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> str:
+    """The tiny model saved as a diffusers folder (command-line tests load it by path; none writes into it)."""
+    path = tmp_path_factory.mktemp("model")
+    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
+    return str(path)
+
+
+def run(*args) -> int:
+    """Exit code of ``eigenedit ARGS`` (argparse errors exit through SystemExit)."""
+    from eigenedit.apps.cli import main
+
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code
 
 
 @pytest.fixture(scope="session")

@@ -20,13 +20,14 @@ from diffusers import (  # noqa: E402
     StableDiffusionXLPipeline,
 )
 
-from eigenedit.apps.cli import main  # noqa: E402
 from eigenedit.core import operators, sampling  # noqa: E402
 from eigenedit.core.attention import read_attention_weights  # noqa: E402
 from eigenedit.core.directions import compute_directions  # noqa: E402
 from eigenedit.models import load_model  # noqa: E402
 from eigenedit.models.pipelines import PipelineModel  # noqa: E402
 from tests.backbones import MAX_SEQUENCE_LENGTH, save  # noqa: E402
+
+from .conftest import run  # noqa: E402
 
 PROMPT = {"dit": "1"}  # DiT's "prompt" is a class index
 GUIDANCE = {"sdxl": 5.0, "dit": 4.0, "pixart": 4.5, "sd3": 7.0, "flux": 3.5}  # each pipeline's default
@@ -152,10 +153,6 @@ def test_inversion_round_trip(family_dir):
         errors.append(((recon - latents).norm() / latents.norm()).item())
     moved = ((x_t - latents).norm() / latents.norm()).item()
     assert errors[1] < 0.08 and errors[1] < 0.8 * errors[0] and moved > 0.3, (errors, moved)
-
-
-def run(*args) -> int:
-    return main([str(a) for a in args])
 
 
 def test_cli_layers_and_sweep(family_dir, tmp_path, capsys):

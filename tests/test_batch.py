@@ -11,26 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler
 from PIL import Image
 
 from eigenedit.apps import batch
 from eigenedit.apps.cli import main
 from eigenedit.core import sampling
 from eigenedit.core.directions import Directions
-from eigenedit.models import DiffusionModel, load_model
+from eigenedit.models import load_model
 
-from .conftest import tiny_unet
+from .conftest import run
 
 STEPS = ["--steps", "2", "--cpu"]
 EDITS = ["--direction", "0", "--alphas=-1,1", "--edit", "1:0.5,2:-0.5"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("model")
-    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +39,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def run(*args) -> int:
-    """Exit code of ``eigenedit ARGS`` (argparse errors exit through SystemExit)."""
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
 
 
 def run_batch(model_dir, dfile, out, *args) -> int:

@@ -6,22 +6,8 @@ import pytest
 from PIL import Image
 
 from eigenedit.apps.cli import main
-from eigenedit.models import DiffusionModel
 
-from .conftest import tiny_unet
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from diffusers import DDIMScheduler
-
-    path = tmp_path_factory.mktemp("model")
-    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
-    return str(path)
-
-
-def run(*args) -> int:
-    return main([str(a) for a in args])
+from .conftest import run
 
 
 def test_layers_and_directions(model_dir, tmp_path, capsys):
@@ -77,8 +63,8 @@ def test_errors_are_one_clear_message(model_dir, tmp_path, capsys, args, message
 
 @pytest.mark.parametrize("alpha", ["nan", "inf", "x"])
 def test_non_finite_alpha(model_dir, alpha):
-    with pytest.raises(SystemExit) as exc:
-        run("edit", "--model", model_dir, "--edit", f"0:{alpha}")
+    with pytest.raises(SystemExit) as exc:  # argparse refuses it
+        main(["edit", "--model", model_dir, "--edit", f"0:{alpha}"])
     assert exc.value.code == 2
 
 

@@ -7,21 +7,10 @@ import textwrap
 import pytest
 
 from eigenedit.apps.arguments import parse_seed_spec, parse_seeds
-from eigenedit.apps.cli import main
-from eigenedit.models import DiffusionModel
 
-from .conftest import tiny_unet
+from .conftest import run
 
 TINY = ["--steps", "2", "-k", "2", "--pca-samples", "4", "--no-heads", "--pullback-max-iter", "2"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from diffusers import DDIMScheduler
-
-    path = tmp_path_factory.mktemp("model")
-    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture
@@ -42,14 +31,6 @@ def user_probe(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     return "my_probe:probe"
-
-
-def run(*args) -> int:
-    """The CLI's exit code (argument errors exit through argparse)."""
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as exit_:
-        return exit_.code
 
 
 def test_seed_specs():

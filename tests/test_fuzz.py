@@ -11,14 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler
 from PIL import Image
 
 from eigenedit.apps.cli import main
 from eigenedit.core.directions import FORMAT
-from eigenedit.models import DiffusionModel
-
-from .conftest import tiny_unet
 
 hypothesis = pytest.importorskip("hypothesis", reason="fuzz tests need hypothesis (the dev extra)")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -32,13 +28,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 OUTCOMES: dict[str, list[int]] = {}  # exit codes per fuzz target, to check that both outcomes were reached
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model")
-    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,33 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler
 from PIL import Image
 
-from eigenedit.apps.cli import main
 from eigenedit.apps.guards import model_identity
 from eigenedit.core.directions import Directions
 from eigenedit.core.io import MAX_IMAGE_PIXELS, read_image
-from eigenedit.models import SHIPPED_MODELS, DiffusionModel
+from eigenedit.models import SHIPPED_MODELS
 
-from .conftest import tiny_unet
+from .conftest import run
 
 RGB16, GREY16 = (3, 16, 16), (1, 16, 16)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("model")
-    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
-    return str(path)
-
-
-def run(*args) -> int:
-    """Exit code of ``eigenedit ARGS`` (argparse errors exit through SystemExit)."""
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
 
 
 def one_line(err: str, kind: str = "error") -> str:

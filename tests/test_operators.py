@@ -16,7 +16,7 @@ from eigenedit.core.factorize import factorize
 from eigenedit.models import DiffusionModel
 from eigenedit.models.adm import AttentionBlock
 
-from .conftest import tiny_unet
+from .conftest import run, tiny_unet
 
 LAYER = "mid_block.attentions.0"
 
@@ -255,22 +255,6 @@ def test_qkv_is_sefa_factorize_weight():
 
 
 # ------------------------------------------------------------------------------------------ command line, batch, UI
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("model")
-    DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny").save_pretrained(path)
-    return str(path)
-
-
-def run(*args) -> int:
-    from eigenedit.apps.cli import main
-
-    try:
-        return main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code
 
 
 def test_cli_operator_option_and_model_default(model_dir, tmp_path, capsys):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import string
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,33 +11,20 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
-from eigenedit.apps.cli import main  # noqa: E402
 from eigenedit.core import operators, sampling  # noqa: E402
 from eigenedit.core.attention import list_attention_layers, read_attention_weights  # noqa: E402
 from eigenedit.core.directions import compute_directions  # noqa: E402
 from eigenedit.models import load_model  # noqa: E402
 from eigenedit.models.stable_diffusion import StableDiffusionModel  # noqa: E402
 
+from .backbones import clip_tokenizer, ddim  # noqa: E402
+from .conftest import run  # noqa: E402
+
 MID = "mid_block.attentions.0.transformer_blocks.0.attn1"
 UP = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
-
-
-def tiny_tokenizer(folder: Path) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer over lowercase letters, written as vocab.json + merges.txt and read back."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in string.ascii_lowercase + "!,.":
-        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
-    merges = ["c a", "ca t</w>", "d o", "do g</w>"]
-    for m in merges:
-        vocab[m.replace(" ", "")] = len(vocab)
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 16}))
-    return CLIPTokenizer.from_pretrained(str(folder))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +54,7 @@ def sd_dir(tmp_path_factory) -> str:
         sample_size=16,
         scaling_factor=10.0,  # latents of about unit scale, as SD's are (values beyond [-1, 1])
     )
-    tokenizer = tiny_tokenizer(path / "tokenizer-source")
+    tokenizer = clip_tokenizer(path / "tokenizer-source")
     config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=16,
@@ -81,14 +66,7 @@ def sd_dir(tmp_path_factory) -> str:
         eos_token_id=1,
         pad_token_id=1,
     )
-    scheduler = DDIMScheduler(  # SD's settings
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = ddim()  # SD's settings
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=CLIPTextModel(config).eval(),
@@ -200,10 +178,6 @@ def test_vae_inversion_round_trip(sd):
     assert sd.decode(recon).shape == images.shape
     hidden = operators.hidden_at(sd, "mid_block", latents, 500)
     assert hidden.shape == (2, 16, 4, 4)
-
-
-def run(*args) -> int:
-    return main([str(a) for a in args])
 
 
 def test_cli_with_a_prompt(sd_dir, tmp_path, capsys):
