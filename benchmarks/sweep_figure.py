@@ -17,12 +17,12 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from eigenedit.apps.arguments import parse_seeds
-from eigenedit.core import sampling
 from eigenedit.core.directions import Directions
 from eigenedit.core.io import image_grid
 from eigenedit.evaluation.probes import Probe, probe_for_model
@@ -30,7 +30,7 @@ from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.registry import SHIPPED_MODELS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from operators import beats, capped, control_of, source_directions  # noqa: E402
+from operators import Runner, beats, capped, control_of, setup_for, source_directions  # noqa: E402
 
 CARD_START, CARD_END = "<!-- edits:start -->", "<!-- edits:end -->"
 
@@ -46,32 +46,27 @@ def row_directions(model: DiffusionModel, result: dict, r: dict) -> Directions:
 
 
 @torch.no_grad()
-def edit_row(model: DiffusionModel, result: dict, r: dict, seeds: list[int], strengths: list[float]) -> torch.Tensor:
-    """Images (len(strengths) * len(seeds)) of row r's direction, strength-major."""
-    dirs = row_directions(model, result, r)
-    x = sampling.noise_from_seeds(model, seeds).repeat(len(strengths), *[1] * len(model.sample_shape))
-    alphas = torch.zeros(len(x), len(dirs))
-    alphas[:, r["index"]] = torch.tensor(strengths).repeat_interleave(len(seeds))
-    edited = sampling.edit_images(model, x, dirs, alphas, result["steps"], result["t_edit"], r["location"],
-                                  operator=r["operator"], batch_size=64)  # fmt: skip
-    return model.decode(edited)
+def edit_row(runner: Runner, result: dict, r: dict, seeds: list[int], strengths: list[float]) -> torch.Tensor:
+    """Images (len(strengths), len(seeds), C, H, W) of row r's direction, through the benchmark's own Runner."""
+    method = dict(operator=r["operator"], directions=row_directions(runner.model, result, r), location=r["location"],
+                  candidates=result["candidates"])  # fmt: skip
+    return runner.edit(method, r["index"], seeds, strengths)
 
 
-def selection_effect(model: DiffusionModel, probe: Probe, result: dict, r: dict) -> float:
+def selection_effect(runner: Runner, probe: Probe, result: dict, r: dict) -> float:
     """Row r's effect on selection seeds: the mean change of its attribute, in its sign and scale, from -s(.06) to
     +s(.06) (the benchmark's matched strengths) / 2. Selection rho saturates at 1 on 6 seeds; this does not."""
     seeds, s6 = result["selection_seeds"], r["strengths"][-1]
-    images = edit_row(model, result, r, seeds, [-s6, s6]).view(2, len(seeds), *model.image_shape)
-    reads = [probe(img)[r["attribute"]] for img in images]
+    reads = [probe(img)[r["attribute"]] for img in edit_row(runner, result, r, seeds, [-s6, s6])]
     change = probe.difference(r["attribute"], reads[1], reads[0]).double() / 2
     return float(change.mean()) * r["sign"] / result["scales"][r["attribute"]]
 
 
-def shown_rows(model: DiffusionModel, probe: Probe, result: dict, count: int) -> list[dict]:
+def shown_rows(runner: Runner, probe: Probe, result: dict, count: int) -> list[dict]:
     """Per operator, the weight row with the largest effect on selection seeds (never test numbers), best first."""
     best: dict[str, dict] = {}
     for r in weight_rows(result):
-        r = dict(r, selection_effect=selection_effect(model, probe, result, r))
+        r = dict(r, selection_effect=selection_effect(runner, probe, result, r))
         print(f"selection effect {r['operator']:8s} {r['source']:9s} {r['layer']}: {label(r)} "
               f"{r['selection_effect']:+.2f}", flush=True)  # fmt: skip
         if r["operator"] not in best or r["selection_effect"] > best[r["operator"]]["selection_effect"]:
@@ -83,11 +78,11 @@ def label(r: dict) -> str:
     return f"{'+' if r['sign'] > 0 else '-'}{r['attribute']}"
 
 
-def render(model: DiffusionModel, result: dict, rows: list[dict], seeds: list[int]) -> tuple[torch.Tensor, list[str]]:
+def render(runner: Runner, result: dict, rows: list[dict], seeds: list[int]) -> tuple[torch.Tensor, list[str]]:
     """Images (rows * seeds, 5 strengths) and their row labels."""
     images, labels = [], []
     for r in rows:
-        edited = edit_row(model, result, r, seeds, r["strengths"]).view(5, len(seeds), *model.image_shape)
+        edited = edit_row(runner, result, r, seeds, r["strengths"])
         images.append(edited.transpose(0, 1).flatten(0, 1))
         ctrl = control_of(r, result["rows"])
         ctrl_text = f", random {ctrl['rho']:+.2f}" if ctrl else ""
@@ -167,9 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     if result is None:
         raise SystemExit(f"{args.results} has no {args.model!r}: run benchmarks/operators.py --models {args.model}")
     seeds = parse_seeds(args.seeds)
-    model = load_model(args.model)
-    rows = shown_rows(model, probe_for_model(args.model), result, args.rows)
-    images, labels = render(model, result, rows, seeds)
+    setup = replace(setup_for(args.model, quick=False), steps=result["steps"], t_edit=result["t_edit"])
+    runner = Runner(load_model(args.model), setup)
+    rows = shown_rows(runner, probe_for_model(args.model), result, args.rows)
+    images, labels = render(runner, result, rows, seeds)
     cols = ["-s.06", "-s.03", "plain", "+s.03", "+s.06"]
     grid = image_grid(images, len(labels), 5, labels, cols, scale=max(1, 128 // images.shape[-1]))
     args.out.mkdir(parents=True, exist_ok=True)
