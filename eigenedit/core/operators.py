@@ -28,6 +28,8 @@ import torch
 from eigenedit.core.directions import Directions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from eigenedit.core.attention import AttentionWeights
     from eigenedit.models.base import DiffusionModel
 
@@ -287,17 +289,23 @@ class Spectral:
         coef = torch.einsum("bk,kh,bhik->bik", a, m.strengths, probs @ xr[:, None])
         return out, coef @ m.left
 
-    def _splice(self, edited: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
+    def _splice(self, edited: torch.Tensor, plain: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Rows whose alphas are all zero keep the unedited output bit for bit (the edit path computes attention
-        in another order, so its rounding differs); the others take the edited output."""
+        in another order, so its rounding differs); the others take the edited output. ``plain`` is called only
+        when some row is unedited."""
         rows = batch_alphas(self.alphas, len(edited)).ne(0).any(dim=1).to(edited.device)
-        return torch.where(rows.view(-1, *[1] * (edited.ndim - 1)), edited, plain)
+        if bool(rows.all()):
+            return edited
+        return torch.where(rows.view(-1, *[1] * (edited.ndim - 1)), edited, plain())
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         """The diffusers attention processor: AttnProcessor's computation, with ``attend`` at its centre."""
-        plain = self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+
+        def plain() -> torch.Tensor:
+            return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+
         if not self.active or encoder_hidden_states is not None or not self.alphas.any():
-            return plain
+            return plain()
         if attention_mask is not None:
             raise ValueError("spectral does not support attention masks")
         return self._splice(self._edited(attn, hidden_states, temb), plain)
@@ -344,7 +352,7 @@ class Spectral:
         y = module.proj_out(a).reshape(b, c, length)
         if not isinstance(extra, float):
             y = y + extra.transpose(1, 2)
-        return self._splice(x + y.reshape(x.shape), output)
+        return self._splice(x + y.reshape(x.shape), lambda: output)
 
     def move(self, x: torch.Tensor, t: int) -> torch.Tensor:
         return x
