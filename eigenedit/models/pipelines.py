@@ -74,6 +74,13 @@ class PipelineModel(DiffusionModel):
     def guided(self) -> bool:
         return self.guidance_scale > 1
 
+    def guide(self, out: torch.Tensor) -> torch.Tensor:
+        """Classifier-free guidance of a denoiser output on [negative; prompt] (the output itself unguided)."""
+        if not self.guided:
+            return out
+        uncond, text = out.chunk(2)
+        return uncond + self.guidance_scale * (text - uncond)
+
     def conditioning(self) -> dict:
         """Tensors for the denoiser, for [negative; prompt] under guidance (computed once per ``set_prompt``)."""
         if self._cond is None:
@@ -192,10 +199,7 @@ class StableDiffusionXLModel(PipelineModel):
             encoder_hidden_states=states,
             added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
         ).sample
-        if not self.guided:
-            return out
-        uncond, text = out.chunk(2)
-        return uncond + self.guidance_scale * (text - uncond)
+        return self.guide(out)
 
 
 class DiTModel(PipelineModel):
@@ -278,10 +282,7 @@ class PixArtAlphaModel(PipelineModel):
             timestep=self._timesteps(t, len(x_in), x.device),
             added_cond_kwargs=added,
         ).sample
-        if self.guided:
-            uncond, text = out.chunk(2)
-            out = uncond + self.guidance_scale * (text - uncond)
-        return out[:, : self.latent_channels]
+        return self.guide(out)[:, : self.latent_channels]
 
 
 class FlowMatchingModel(PipelineModel):
@@ -354,10 +355,7 @@ class StableDiffusion3Model(FlowMatchingModel):
             pooled_projections=cond["pooled_projections"].repeat_interleave(batch, 0),
             return_dict=False,
         )[0]
-        if not self.guided:
-            return out
-        uncond, text = out.chunk(2)
-        return uncond + self.guidance_scale * (text - uncond)
+        return self.guide(out)
 
 
 class FluxModel(FlowMatchingModel):
