@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from eigenedit.core.operators import check_batch, check_finite, get_module, make_operator
+from eigenedit.core.operators import check_batch, check_finite, get_module, make_operator, predict_step
 
 if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
@@ -64,13 +64,7 @@ def sample(
         op = make_operator(model, edit.operator, edit.directions, edit.alphas, edit.location, edit.cg_steps)
     with op:
         for t in tqdm(timesteps, desc="Euler", disable=not progress, leave=False):
-            on = edit is not None and float(t) >= edit.t_edit
-            if on:
-                x = op.move(x, int(t))
-                op.active = True
-            v = model.predict_velocity(x, t)
-            if on:
-                op.active = False
+            x, v, _ = predict_step(op, None if edit is None else edit.t_edit, x, t, model.predict_velocity)
             x = model.scheduler.step(v, t, x, return_dict=False)[0]
     check_finite(x, edit.alphas if edit is not None else None)
     return x

@@ -485,3 +485,16 @@ def make_operator(
         get_module(model.unet, location)
         return XSpace(model, location, directions.vectors, alphas, cg_steps)
     raise ValueError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
+
+
+def predict_step(op, t_edit: float | None, x: torch.Tensor, t, predict) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One denoiser call of a sampling loop: at steps t >= t_edit (``t_edit`` None: no edit) the operator moves x
+    (``move``) and is active for that call only. Returns (x, prediction, whether the step was edited)."""
+    if t_edit is None or float(t) < t_edit:
+        return x, predict(x, t), False
+    x = op.move(x, int(t))
+    op.active = True
+    try:
+        return x, predict(x, t), True
+    finally:
+        op.active = False

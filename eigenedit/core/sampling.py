@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from eigenedit.core import flow
 from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
 from eigenedit.core.directions import Directions
-from eigenedit.core.operators import OPERATORS, check_batch, check_finite, make_operator
+from eigenedit.core.operators import OPERATORS, check_batch, check_finite, make_operator, predict_step
 
 if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
@@ -86,13 +86,7 @@ def sample(
         op = make_operator(model, edit.operator, edit.directions, edit.alphas, edit.location, edit.cg_steps)
     with op:
         for t in tqdm(sched.timesteps, desc="DDIM", disable=not progress, leave=False):
-            on = edit is not None and int(t) >= edit.t_edit
-            if on:
-                x = op.move(x, int(t))
-                op.active = True
-            eps = model.predict_eps(x, t)
-            if on:
-                op.active = False
+            x, eps, on = predict_step(op, None if edit is None else edit.t_edit, x, t, model.predict_eps)
             if on and edit.asymmetric:
                 eps_plain = model.predict_eps(x, t)
                 x = asymmetric_step(model, eps, eps_plain, int(t), x)
