@@ -44,6 +44,45 @@ def test_unknown_operator_is_refused(tiny_model):
         sampling.Edit(directions(tiny_model), torch.zeros(1, 2), operator="twist")
 
 
+def test_the_registry_decides_every_operator_check(tiny_model, monkeypatch):
+    """Edit, make_operator, the flow-model check and the default alphas all read ``REGISTRY``: an operator added
+    there is built and used, and the facts it declares (no asymmetric process, no flow models) are enforced."""
+    from eigenedit.core import defaults, flow
+    from eigenedit.core.operators import registry
+
+    built = []
+
+    def build(model, dirs, alphas, location, cg_steps=0):
+        built.append(location)
+        return operators.HiddenShift(operators.get_module(model.unet, location), dirs.vectors, alphas)
+
+    spec = registry.OperatorSpec("twist", (-3.0, 3.0), flow=False, asymmetric=False, build=build)
+    monkeypatch.setitem(registry.REGISTRY, "twist", spec)
+    dirs, x = directions(tiny_model), sampling.noise_from_seeds(tiny_model, [0])
+    twisted = sampling.edit_images(tiny_model, x, dirs, torch.tensor([[0.5, 0.0]]), 2, 0, operator="twist")
+    shifted = sampling.edit_images(tiny_model, x, dirs, torch.tensor([[0.5, 0.0]]), 2, 0, operator="shift")
+    assert built == ["mid_block"] and torch.equal(twisted, shifted)  # its builder made a shift
+    assert defaults.default_alphas({}, "twist") == [-3.0, 3.0]
+    with pytest.raises(ValueError, match=r"edits the UNet \(shift, scale, spectral\), not twist"):
+        sampling.Edit(dirs, torch.zeros(1, 2), asymmetric=True, operator="twist")
+
+    class FlowModel:  # just enough of a flow-matching model to reach the operator check
+        flow_matching = True
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def set_timesteps(self, num_steps):
+            return torch.tensor([])
+
+    edit = sampling.Edit(dirs, torch.zeros(1, 2), operator="twist")
+    with pytest.raises(ValueError, match="the twist operator is not supported yet on flow-matching models"):
+        flow.sample(FlowModel(), x, 2, edit)
+    for name, entry in registry.REGISTRY.items():
+        assert defaults.default_alphas({}, name) == list(entry.default_alphas)
+        if not entry.asymmetric:
+            with pytest.raises(ValueError, match="--asymmetric needs"):
+                sampling.Edit(dirs, torch.zeros(1, 2), asymmetric=True, operator=name)
+
+
 def rank_one_model(kind: str) -> tuple[DiffusionModel, torch.Tensor]:
     """A tiny model whose mid-block attention has an exactly rank-one qk, ov or qkv matrix; returns its u."""
     model = DiffusionModel(tiny_unet(1), DDIMScheduler(num_train_timesteps=1000), "tiny")

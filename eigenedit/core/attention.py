@@ -9,7 +9,7 @@ import torch
 from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.attention_processor import Attention
 
-from eigenedit.core.defaults import DEFAULT_LAYER
+DEFAULT_LAYER = "mid_block.attentions.0"  # the mid-block attention: the one attention layer of an h-space UNet
 
 
 @dataclass

@@ -6,7 +6,10 @@ import json
 import math
 from pathlib import Path
 
-DEFAULT_LAYER = "mid_block.attentions.0"  # the mid-block attention: the one attention layer of an h-space UNet
+from eigenedit.core.attention import DEFAULT_LAYER
+from eigenedit.core.operators import REGISTRY
+
+DEFAULT_OPERATOR = "shift"
 DEFAULT_LOCATION = "mid_block"  # Asyrp/Haas "h-space"
 DEFAULT_T_EDIT = 500
 
@@ -15,28 +18,20 @@ GENERIC_DEFAULTS = {
     "decomposition": "qk",
     "location": DEFAULT_LOCATION,
     "t_edit": DEFAULT_T_EDIT,
-    "alphas": [-1.0, -0.5, 0.0, 0.5, 1.0],
+    "alphas": list(REGISTRY[DEFAULT_OPERATOR].default_alphas),
     "steps": 50,  # DDIM steps; a model may set its own (the terrain consistency model: 1)
-    "operator": "shift",  # how a direction acts: shift, scale, spectral, xspace (eigenedit.core.operators)
-}
-
-# strengths per operator where neither the user nor the model's eigenedit.json give any for it
-OPERATOR_ALPHAS = {
-    "shift": [-1.0, -0.5, 0.0, 0.5, 1.0],
-    "scale": [-1.0, -0.5, 0.0, 0.5, 1.0],
-    "spectral": [-1.0, -0.5, 0.0, 0.5, 1.0],
-    "xspace": [-0.02, -0.01, 0.0, 0.01, 0.02],
+    "operator": DEFAULT_OPERATOR,  # how a direction acts: one of eigenedit.core.operators.REGISTRY
 }
 
 
 def default_alphas(edit_defaults: dict, operator: str) -> list[float]:
     """A model's alphas for ``operator``: its ``operator_alphas[operator]``, else its ``alphas`` if ``operator`` is
-    its default operator, else the generic ones."""
+    its default operator, else the operator's own (``REGISTRY``)."""
     if operator in edit_defaults.get("operator_alphas", {}):
         return list(edit_defaults["operator_alphas"][operator])
-    if operator == edit_defaults.get("operator", "shift") and "alphas" in edit_defaults:
+    if operator == edit_defaults.get("operator", DEFAULT_OPERATOR) and "alphas" in edit_defaults:
         return list(edit_defaults["alphas"])
-    return list(OPERATOR_ALPHAS.get(operator, GENERIC_DEFAULTS["alphas"]))
+    return list(REGISTRY[operator].default_alphas if operator in REGISTRY else GENERIC_DEFAULTS["alphas"])
 
 
 def read_edit_defaults(path: str | Path) -> dict:

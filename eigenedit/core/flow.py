@@ -19,14 +19,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from eigenedit.core.operators import check_batch, check_finite, get_module, make_operator, predict_step
+from eigenedit.core.operators import (
+    check_batch,
+    check_finite,
+    get_module,
+    make_operator,
+    operator_names,
+    operator_spec,
+    predict_step,
+)
 
 if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
 
 # edit locations whose output tuple starts with the text stream (output[0] is what an operator edits)
 TEXT_FIRST_BLOCKS = ("JointTransformerBlock", "FluxTransformerBlock", "FluxSingleTransformerBlock")
-FLOW_OPERATORS = ("shift", "scale")  # hooks on a module's output; spectral and xspace are untested here
 
 
 def is_flow_model(model: DiffusionModel) -> bool:
@@ -55,10 +62,10 @@ def sample(
         if edit.asymmetric:
             raise ValueError("--asymmetric is Asyrp's DDIM process; flow-matching models (SD3, Flux) have no eps step")
         check_batch(edit.alphas, x)
-        if edit.operator not in FLOW_OPERATORS:
+        if not operator_spec(edit.operator).flow:
             raise ValueError(
                 f"the {edit.operator} operator is not supported yet on flow-matching models (SD3, Flux); "
-                f"use {' or '.join(FLOW_OPERATORS)}"
+                f"use {' or '.join(operator_names(flow=True))}"
             )
         check_location(model, edit.location)
         op = make_operator(model, edit.operator, edit.directions, edit.alphas, edit.location, edit.cg_steps)

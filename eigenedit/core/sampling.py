@@ -14,7 +14,14 @@ from tqdm.auto import tqdm
 from eigenedit.core import flow
 from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
 from eigenedit.core.directions import Directions
-from eigenedit.core.operators import OPERATORS, check_batch, check_finite, make_operator, predict_step
+from eigenedit.core.operators import (
+    check_batch,
+    check_finite,
+    make_operator,
+    operator_names,
+    operator_spec,
+    predict_step,
+)
 
 if TYPE_CHECKING:
     from eigenedit.models.base import DiffusionModel
@@ -34,10 +41,10 @@ class Edit:
     cg_steps: int = 0  # xspace only: conjugate-gradient refinement steps
 
     def __post_init__(self) -> None:
-        if self.operator not in OPERATORS:
-            raise ValueError(f"unknown operator {self.operator!r}; choose one of {', '.join(OPERATORS)}")
-        if self.asymmetric and self.operator == "xspace":
-            raise ValueError("--asymmetric needs an operator that edits the UNet (shift, scale, spectral), not xspace")
+        if self.asymmetric and not operator_spec(self.operator).asymmetric:  # an unknown name: a ValueError here
+            edits_unet = ", ".join(operator_names(asymmetric=True))
+            raise ValueError(f"--asymmetric needs an operator that edits the UNet ({edits_unet}), not {self.operator}")
+        operator_spec(self.operator)  # also without --asymmetric
         self.alphas = torch.as_tensor(self.alphas, dtype=torch.float32)
         if self.alphas.ndim == 1:
             self.alphas = self.alphas[:, None]
