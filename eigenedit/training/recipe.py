@@ -19,9 +19,9 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 
-from eigenedit.data import faces, fashion, shapes
+from eigenedit.data import faces, faces_v2, fashion, shapes
 
-DATASETS = {"shapes": 3, "fashion-mnist": 1, "faces": 3}  # name -> image channels
+DATASETS = {"shapes": 3, "fashion-mnist": 1, "faces": 3, "faces2": 3}  # name -> image channels
 
 
 def default_unet_config(channels: int = 3) -> dict:
@@ -79,7 +79,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
-        if self.dataset == "faces" and self.unet == default_unet_config():
+        if self.dataset in ("faces", "faces2") and self.unet == default_unet_config():
             self.unet = faces_unet_config()
         channels = DATASETS[self.dataset]
         self.unet = {**self.unet, "in_channels": channels, "out_channels": channels}
@@ -92,6 +92,8 @@ def make_batch(cfg: TrainConfig, step: int) -> torch.Tensor:
         return fashion.make_batch(cfg.batch_size, seed)[0]
     if cfg.dataset == "faces":
         return faces.make_batch(cfg.batch_size, seed)[0]
+    if cfg.dataset == "faces2":
+        return faces_v2.make_batch(cfg.batch_size, seed)[0]
     return shapes.make_batch(cfg.batch_size, seed)[0]
 
 
