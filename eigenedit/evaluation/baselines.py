@@ -32,8 +32,10 @@ def collect_hidden(
     location: str = DEFAULT_LOCATION,
     batch_size: int = 64,
     progress: bool = False,
+    pooled: bool = False,
 ) -> torch.Tensor:
-    """Flattened outputs (n, C*H*W) of ``location`` at every DDIM step with t >= t_edit, over all seeds."""
+    """Flattened outputs (n, C*H*W) of ``location`` at every DDIM step with t >= t_edit, over all seeds; with
+    ``pooled``, one row (C,) per seed: the output averaged over positions and over those steps."""
     module = get_module(model.unet, location)
     found: list[torch.Tensor] = []
     collect = [False]
@@ -41,7 +43,8 @@ def collect_hidden(
     def hook(mod, args, output):
         h = output[0] if isinstance(output, tuple) else output
         if collect[0]:
-            found.append(h.detach().flatten(1).double())
+            h = h.detach().double()
+            found.append(h.flatten(2).mean(2) if pooled and h.ndim == 4 else h.mean(1) if pooled else h.flatten(1))
 
     handle = module.register_forward_hook(hook)
     sched = model.scheduler
@@ -49,10 +52,13 @@ def collect_hidden(
         for start in tqdm(range(0, len(seeds), batch_size), desc="pca-h samples", disable=not progress):
             x = noise_from_seeds(model, seeds[start : start + batch_size])
             sched.set_timesteps(num_steps)
+            first = len(found)
             for t in sched.timesteps:
                 collect[0] = int(t) >= t_edit
                 eps = model.predict_eps(x, t)
                 x = sched.step(eps, t, x, eta=0.0).prev_sample
+            if pooled:
+                found[first:] = [torch.stack(found[first:]).mean(0)]
     finally:
         handle.remove()
     return torch.cat(found)

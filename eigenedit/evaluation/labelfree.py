@@ -21,17 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from eigenedit.evaluation.metrics import frechet_distance, ssim
+from eigenedit.evaluation.metrics import frechet_distance, pixel_change, ssim
 
 # a direction is a "consistent edit" when it changes images at least as much as random directions do, does the
 # same thing to every seed, and is close to linear in alpha
 MIN_CONSISTENCY = 0.3
 MIN_LINEARITY = 0.7
-
-
-def pixel_change(plain: torch.Tensor, edited: torch.Tensor) -> float:
-    """Mean |edited - plain| with images on the 0..1 scale."""
-    return float((edited.double() - plain.double()).abs().mean() / 2)
 
 
 def linearity_r2(plain: torch.Tensor, edited: Mapping[float, torch.Tensor]) -> torch.Tensor:

@@ -43,3 +43,10 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     root_a = (vecs * np.sqrt(vals.clip(min=0))) @ vecs.T
     inner = np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(inner).sum())
+
+
+def pixel_change(plain: torch.Tensor, edited: torch.Tensor) -> float:
+    """The one image-change measure: mean |edited - plain| over pixels and images, on the 0..1 scale (images in
+    [-1, 1], so half their mean absolute difference). Non-finite images count as a change of 1."""
+    d = (edited.double() - plain.double()).abs().flatten(1).mean(1) / 2
+    return float(torch.nan_to_num(d, nan=1.0, posinf=1.0).mean())
