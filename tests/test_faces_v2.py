@@ -73,3 +73,12 @@ def test_training_recipe_knows_faces2():
     cfg = TrainConfig(dataset="faces2", batch_size=2)
     assert cfg.unet["sample_size"] == faces_unet_config()["sample_size"] == 64
     assert torch.equal(make_batch(cfg, 5), faces_v2.make_batch(2, 5)[0])
+
+
+def test_probe_v2_reads_age():
+    model, scores = faces.train_probe(steps=20, batch_size=16, progress=False, version=2)
+    assert "age_r2" in scores and model.config["version"] == 2
+    pred = model.predict(faces_v2.make_batch(3, 5)[0])
+    assert set(pred) == set(faces_v2.ATTRIBUTES)
+    with pytest.raises(ValueError, match="version"):
+        faces.FaceProbe(version=3)

@@ -193,9 +193,10 @@ class FaceProbe(ProbeNet):
     predicts glasses and beard (logits) and the hair style (3 logits). Its penultimate ``features`` (128-d) give a
     Frechet distance between generated and rendered faces (no Inception weights offline)."""
 
-    def __init__(self, width: int = 24, feature_dim: int = 128):
+    def __init__(self, width: int = 24, feature_dim: int = 128, version: int = 1):
         super().__init__()
-        self.config = {"width": width, "feature_dim": feature_dim}
+        self.config = {"width": width, "feature_dim": feature_dim, "version": version}
+        self.continuous = _testbed(version).CONTINUOUS
         c = width
         self.body = torch.nn.Sequential(
             torch.nn.Conv2d(3, c, 3, padding=1), torch.nn.GELU(), torch.nn.MaxPool2d(2),  # 32
@@ -204,7 +205,7 @@ class FaceProbe(ProbeNet):
             torch.nn.Conv2d(4 * c, 4 * c, 3, padding=1), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(4),
             torch.nn.Flatten(), torch.nn.Linear(64 * c, feature_dim), torch.nn.GELU(),
         )  # fmt: skip
-        self.head = torch.nn.Linear(feature_dim, len(CONTINUOUS) + len(BINARY) + len(CATEGORICAL["hair_style"]))
+        self.head = torch.nn.Linear(feature_dim, len(self.continuous) + len(BINARY) + len(CATEGORICAL["hair_style"]))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, 64, 64) in [-1, 1] -> (N, feature_dim)."""
@@ -216,16 +217,16 @@ class FaceProbe(ProbeNet):
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Attribute estimates: continuous values, binary probabilities, hair style index (as float)."""
         out = self(images)
-        n_cont, n_bin = len(CONTINUOUS), len(BINARY)
-        pred = {name: out[:, i] for i, name in enumerate(CONTINUOUS)}
+        n_cont, n_bin = len(self.continuous), len(BINARY)
+        pred = {name: out[:, i] for i, name in enumerate(self.continuous)}
         pred |= {name: out[:, n_cont + i].sigmoid() for i, name in enumerate(BINARY)}
         pred["hair_style"] = out[:, n_cont + n_bin :].argmax(1).float()
         return pred
 
     def loss(self, images: torch.Tensor, attrs: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self(images)
-        n_cont, n_bin = len(CONTINUOUS), len(BINARY)
-        target = torch.stack([attrs[name] for name in CONTINUOUS], 1)
+        n_cont, n_bin = len(self.continuous), len(BINARY)
+        target = torch.stack([attrs[name] for name in self.continuous], 1)
         binary = torch.stack([attrs[name] for name in BINARY], 1)
         return (
             F.mse_loss(out[:, :n_cont], target) * 10
@@ -237,17 +238,33 @@ class FaceProbe(ProbeNet):
 TEST_SEED_OFFSET = 10**9  # held-out renders for probe scores come from seeds >= this
 
 
-def train_probe(steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True):
+def _testbed(version: int):
+    """The renderer module of a faces version (1: this module, 2: ``faces_v2``)."""
+    if version == 2:
+        from eigenedit.data import faces_v2
+
+        return faces_v2
+    if version != 1:
+        raise ValueError(f"faces version must be 1 or 2, not {version!r}")
+    import sys
+
+    return sys.modules[__name__]
+
+
+def train_probe(
+    steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True, version: int = 1
+):
     """Train the probe on fresh renders each step; returns it and its held-out scores (``probe_scores``)."""
     from tqdm.auto import tqdm
 
+    testbed = _testbed(version)
     torch.manual_seed(seed)
-    model = FaceProbe()
+    model = FaceProbe(version=version)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()
     for step in (bar := tqdm(range(steps), desc="face probe", disable=not progress)):
-        images, attrs = make_batch(batch_size, seed * 1_000_003 + step)
+        images, attrs = testbed.make_batch(batch_size, seed * 1_000_003 + step)
         loss = model.loss(images, attrs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,10 +278,10 @@ def train_probe(steps: int = 3000, batch_size: int = 64, lr: float = 2e-3, seed:
 @torch.no_grad()
 def probe_scores(model: FaceProbe, n: int = 2000) -> dict[str, float]:
     """R^2 of each continuous attribute and accuracy of the binary/categorical ones, on held-out renders."""
-    images, attrs = make_batch(n, TEST_SEED_OFFSET)
+    images, attrs = _testbed(model.config.get("version", 1)).make_batch(n, TEST_SEED_OFFSET)
     pred = model.predict(images)
     scores = {}
-    for name in CONTINUOUS:
+    for name in model.continuous:
         residual = (pred[name] - attrs[name]).pow(2).mean()
         scores[f"{name}_r2"] = float(1 - residual / attrs[name].var())
     for name in BINARY:
@@ -282,9 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--version", type=int, default=1, choices=(1, 2), help="faces renderer version")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.num_threads)
-    model, scores = train_probe(steps=args.steps, seed=args.seed)
+    model, scores = train_probe(steps=args.steps, seed=args.seed, version=args.version)
     model.save_pretrained(args.output)
     (args.output / "metrics.json").write_text(json.dumps({"steps": args.steps, **scores}, indent=1) + "\n")
     print(json.dumps(scores, indent=1))
