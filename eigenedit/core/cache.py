@@ -99,7 +99,7 @@ def cached(
             try:
                 file.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(file, lambda tmp: save_file(tensors, tmp, metadata={"key": json.dumps(key_parts)}))
-            except (OSError, ValueError):  # an unwritable cache folder only costs the reuse
+            except (OSError, ValueError, SafetensorError):  # an unwritable or full cache folder only costs the reuse
                 pass
     _memory[key] = tuple(t.clone() for t in result)
     while len(_memory) > MEMORY_ITEMS:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize
 
 from eigenedit.core import cache as direction_cache
 from eigenedit.core.attention import DEFAULT_LAYER, read_attention_weights
@@ -76,7 +77,8 @@ class Directions:
         tensors = {"vectors": self.vectors.contiguous(), "values": self.values.contiguous()}
         if self.partners is not None:
             tensors["partners"] = self.partners.contiguous()
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        data = serialize(tensors, metadata=meta)  # serialized here, written by Python: a full disk is an OSError
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
     @classmethod
     def load(cls, path: str | Path, expect_dim: int | tuple[int, ...] | None = None) -> Directions:

@@ -1,12 +1,13 @@
-"""Image files and grids: reading with validation, atomic PNG writes, labelled sweep grids."""
+"""Image files and grids: reading with validation, checked atomic writes (PNG, JPEG, WebP), labelled sweep grids."""
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,39 +20,107 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-def check_writable(path: str | Path) -> Path:
-    """Fail early, before any expensive work, if ``path`` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise ValueError(f"output path {path} is a directory")
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # output suffix -> format
+TEMP_NAME_ROOM = 16  # what atomic_write's temporary adds to a file name (".NAME.XXXXXXXX.tmp")
+FILE_KINDS = (  # what an output path must not be: only regular files are ever replaced
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a non-regular file is ("a character device", ...), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in FILE_KINDS if test(mode)), "not a regular file")
+
+
+def check_writable(path: str | Path, suffixes: Collection[str] | None = None) -> Path:
+    """The one check of an output file, before any expensive work: a ValueError naming ``path`` unless it can be
+    written (an existing target is a regular file, the folder exists and a file can be created in it, the name
+    is not too long, and its suffix is one of ``suffixes`` when given). Returns the path to write: a symbolic
+    link's target, so that the link stays a link."""
+    text = os.fspath(path)
+    if text in ("", "-"):
+        raise ValueError(f"output path {text!r}: writing to standard output is not supported; give a file name")
+    if text.endswith(("/", os.sep)):
+        raise ValueError(f"output path {text} names a folder; give a file name such as {text}out.png")
+    if suffixes is not None and Path(text).suffix.lower() not in suffixes:
+        suffix = Path(text).suffix or "no suffix"
+        raise ValueError(f"output file {text} has {suffix}; the suffix picks the format: {', '.join(suffixes)}")
+    target = Path(os.path.realpath(text))
+    try:
+        kind = _not_regular(os.stat(target).st_mode)
+    except FileNotFoundError:
+        kind = None
+    except OSError as err:  # a name too long for the system, a loop of links, ...
+        raise ValueError(f"cannot write {text}: {err.strerror or err}") from None
+    if kind is not None:
+        raise ValueError(f"output path {text} is {kind}, not a regular file: refused (only files are replaced)")
+    parent = target.parent
     if not parent.is_dir():
-        raise ValueError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"output folder {parent} is not writable")
-    return path
+        raise ValueError(f"output folder {Path(text).parent} does not exist")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(target.name.encode()) > name_max - TEMP_NAME_ROOM:
+        raise ValueError(
+            f"output file name {target.name[:40]}... is too long ({len(target.name.encode())} bytes; at most "
+            f"{name_max - TEMP_NAME_ROOM} here)"
+        )
+    try:  # what atomic_write will do: create a temporary file beside the target (catches /proc, /sys, read-only)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write {text}: cannot create a file in {parent}: {err.strerror or err}") from None
+    return target
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place with the usual
-    permissions: a failed write leaves no partial file."""
-    path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    permissions: a failed write leaves no partial file, only a regular file (or a link's target) is replaced, and
+    an OS error (a full disk, ...) is a ValueError naming ``path``."""
+    target = check_writable(path)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        try:  # checked again just before the rename: something may have appeared since check_writable
+            kind = _not_regular(os.lstat(target).st_mode)
+        except FileNotFoundError:
+            kind = None
+        if kind is not None:
+            raise ValueError(f"output path {path} is {kind}, not a regular file: refused (only files are replaced)")
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
 def save_png(image: Image.Image, path: str | Path) -> None:
     """Write a PNG atomically."""
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def save_image(image: Image.Image, path: str | Path) -> None:
+    """Write an image atomically in the format its suffix names (IMAGE_FORMATS: PNG, JPEG at quality 95,
+    lossless WebP); any other suffix is a ValueError."""
+    fmt = IMAGE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        check_writable(path, IMAGE_FORMATS)  # raises, naming the suffixes
+    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **options))
 
 
 IMAGE_MODES = {1: "L", 3: "RGB"}  # model channels -> PIL mode of the images it reads
@@ -153,9 +222,12 @@ def prepare_image(
 ) -> tuple[torch.Tensor, str]:
     """A decoded image -> ((1, C, H, W) in [-1, 1] at the model's mode and size, a note of what changed).
 
-    EXIF orientation is applied; ``resize="none"`` keeps the strict behaviour: mode and size must already match.
+    EXIF orientation is applied; an animation or a multi-page file gives its first frame (and says so);
+    ``resize="none"`` keeps the strict behaviour: mode and size must already match.
     """
     channels, height, width = shape
+    frames = getattr(img, "n_frames", 1)
+    frame_note = f"the first of its {frames} frames used" if isinstance(frames, int) and frames > 1 else ""
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block: keep the pixels as stored
@@ -167,10 +239,10 @@ def prepare_image(
                 f"has mode {img.mode}; the model needs {want} ({channels} channels; other --resize modes convert it)"
             )
         img, _ = fit_size(img, (width, height), "none")
-        return pil_to_tensor(img), ""
+        return pil_to_tensor(img), frame_note
     img, mode_note = convert_mode(img, channels)
     img, size_note = fit_size(img, (width, height), resize)
-    return pil_to_tensor(img), ", ".join(filter(None, [mode_note, size_note]))
+    return pil_to_tensor(img), ", ".join(filter(None, [frame_note, mode_note, size_note]))
 
 
 def read_image(path: str | Path, shape: tuple[int, int, int], resize: str = DEFAULT_RESIZE) -> tuple[torch.Tensor, str]:

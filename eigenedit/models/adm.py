@@ -254,6 +254,8 @@ class AttentionBlock(nn.Module):
         super().__init__()
         if num_head_channels == -1:
             self.num_heads = num_heads
+            if channels % num_heads:
+                raise ValueError(f"channels {channels} are not divisible by num_heads {num_heads}")
         else:
             if channels % num_head_channels:
                 raise ValueError(f"channels {channels} are not divisible by num_head_channels {num_head_channels}")
@@ -376,7 +378,7 @@ class ADMUNet(nn.Module):
 
 def load_state_dict_file(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a state dict: safetensors always; pickle checkpoints (``.pt`` of the Asyrp/P2/iDDPM zoos) only with
-    ``allow_pickle=True``, through ``torch.load(weights_only=True)`` unless the file needs full unpickling."""
+    ``allow_pickle=True``, and then only through ``torch.load(weights_only=True)`` (never a full unpickling)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -395,11 +397,18 @@ def load_state_dict_file(path: str | Path, allow_pickle: bool = False) -> dict[s
             f"{path} is a pickle checkpoint, and loading a pickle can run arbitrary code; pass allow_pickle=True "
             "(command line: --allow-pickle) if you trust its source, or convert it to .safetensors"
         )
-    try:
+    try:  # weights_only: tensors and plain containers; a file that needs full unpickling is refused, never run
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        warnings.warn(f"{path} needs full unpickling (weights_only=False); allowed by allow_pickle=True", stacklevel=2)
-        state = torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} cannot be read with weights_only loading ({reason[:160]}): it is not a checkpoint, or it holds "
+            "more than tensors and would need full unpickling, which eigenedit refuses; convert it to .safetensors "
+            "where you trust it"
+        ) from None
+    except Exception as err:  # an empty, truncated or garbled file: EOFError, RuntimeError, ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable checkpoint: {reason[:200]}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
