@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
+
+from eigenedit.core import operators
+from eigenedit.core.attention import get_attention_module
+from eigenedit.core.defaults import read_edit_defaults
+from eigenedit.core.factorize import DECOMPOSITIONS
 
 EDIT_DEFAULTS_FILE = "eigenedit.json"  # optional per-model defaults: layer, decomposition, location, t_edit, alphas
 
@@ -42,6 +50,11 @@ class DiffusionModel:
         raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
 
     @property
+    def train_timesteps(self) -> int:
+        """The number of timesteps the model was trained on (the most DDIM steps, the largest t_edit)."""
+        return int(self.scheduler.config.num_train_timesteps)
+
+    @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
@@ -74,3 +87,79 @@ class DiffusionModel:
         DDIMScheduler.from_config(self.scheduler.config, prediction_type=self.prediction_type).save_pretrained(
             Path(path) / "scheduler"
         )
+
+
+def read_model_defaults(folder: str | Path, model: DiffusionModel, base: dict | None = None) -> dict:
+    """``base`` overridden by ``folder``'s eigenedit.json, if it has one, checked whole at load time against
+    ``model``: the types (``read_edit_defaults``), then every name (operator, decomposition, the operators of
+    ``operator_alphas``, a layer and a location of this model) and t_edit and steps within its train timesteps.
+    A problem is a ValueError naming the file and the key."""
+    path = Path(folder) / EDIT_DEFAULTS_FILE
+    try:
+        present = path.is_file()
+    except OSError:  # a hub id or a name too long for a path: no local file
+        present = False
+    if not present:
+        return dict(base or {})
+    data = read_edit_defaults(path)
+
+    def refuse(key: str, why: str) -> None:
+        raise ValueError(f"{path}: {key!r} {why}"[:400])
+
+    if "operator" in data and data["operator"] not in operators.OPERATORS:
+        refuse("operator", f"must be one of {', '.join(operators.OPERATORS)}, got {data['operator']!r}")
+    decompositions = (*DECOMPOSITIONS, "random")
+    if "decomposition" in data and data["decomposition"] not in decompositions:
+        refuse("decomposition", f"must be one of {', '.join(decompositions)}, got {data['decomposition']!r}")
+    per_operator = data.get("operator_alphas", {})
+    if not isinstance(per_operator, dict):
+        refuse("operator_alphas", f"must map operator names to lists of alphas, got {per_operator!r}")
+    for name, alphas in per_operator.items():
+        if name not in operators.OPERATORS:
+            refuse("operator_alphas", f"names an unknown operator {name!r} ({', '.join(operators.OPERATORS)})")
+        finite = isinstance(alphas, list) and bool(alphas)
+        finite = finite and all(isinstance(a, int | float) and not isinstance(a, bool) for a in alphas)
+        if not finite or not all(math.isfinite(a) for a in alphas):
+            refuse("operator_alphas", f"of {name!r} must be a non-empty list of finite numbers, got {alphas!r}")
+    for key in ("t_edit", "steps"):
+        if key in data and data[key] > model.train_timesteps:
+            refuse(key, f"is {data[key]}, more than this model's {model.train_timesteps} train timesteps")
+    for key, find in (("layer", get_attention_module), ("location", operators.get_module)):
+        if key in data:
+            try:
+                find(model.unet, data[key])
+            except ValueError as err:
+                refuse(key, f"does not fit this model: {err}")
+    return {**(base or {}), **data}
+
+
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*/*.bin", "*/*.pt", "*/*.pth", "*/*.ckpt")
+
+
+def pickle_refusal(source: str | Path, model_id: str) -> ValueError | None:
+    """The error for a local model folder that holds only pickle weights (diffusers' ``.bin``), loaded without
+    ``allow_pickle``; None where it has none (another problem)."""
+    local = Path(source)
+    if not local.is_dir():
+        return None
+    found = next((p for pattern in PICKLE_WEIGHTS for p in sorted(local.glob(pattern))), None)
+    if found is None:
+        return None
+    return ValueError(
+        f"cannot load model {model_id!r}: it has pickle weights ({found.relative_to(local)}) and no safetensors, and "
+        "loading a pickle can run arbitrary code; pass --allow-pickle if you trust its source (weights_only "
+        "loading), or convert it to safetensors"
+    )
+
+
+@contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' own log lines while loading (its errors become one line of ours)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)

@@ -27,7 +27,6 @@ image stream; a joint block's own output starts with the text stream and is refu
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from eigenedit.core.attention import AttentionLayer, default_layer, list_attention_layers
-from eigenedit.models.base import EDIT_DEFAULTS_FILE, DiffusionModel
+from eigenedit.models.base import DiffusionModel, pickle_refusal, quiet_diffusers, read_model_defaults
 
 PIPELINE_INDEX = "model_index.json"
 
@@ -450,8 +449,11 @@ def middle_block_defaults(model: PipelineModel) -> dict:
     return {"layer": f"{block}.attn1", "location": block}
 
 
-def load_pipeline_model(source: str, model_id: str, index: dict, device: str = "cpu") -> PipelineModel:
-    """Load an SDXL, DiT, PixArt-alpha, SD3 or Flux pipeline folder or hub id (see ``FAMILIES``)."""
+def load_pipeline_model(
+    source: str, model_id: str, index: dict, device: str = "cpu", allow_pickle: bool = False
+) -> PipelineModel:
+    """Load an SDXL, DiT, PixArt-alpha, SD3 or Flux pipeline folder or hub id (see ``FAMILIES``): safetensors
+    weights only, unless ``allow_pickle`` (then pickle weights too, read with ``weights_only``)."""
     name = index.get("_class_name")
     family = FAMILIES.get(name)
     if family is None:
@@ -470,8 +472,12 @@ def load_pipeline_model(source: str, model_id: str, index: dict, device: str = "
     bar = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would clutter the CLI's output
     try:
-        pipe = DiffusionPipeline.from_pretrained(source)
+        with quiet_diffusers():
+            pipe = DiffusionPipeline.from_pretrained(source, use_safetensors=None if allow_pickle else True)
     except (OSError, ValueError, TypeError, AttributeError) as err:
+        refusal = None if allow_pickle else pickle_refusal(source, model_id)
+        if refusal is not None:
+            raise refusal from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot load {name} {model_id!r}: {first}") from None
     finally:
@@ -492,10 +498,7 @@ def load_pipeline_model(source: str, model_id: str, index: dict, device: str = "
         # every DDPM-family sampler here works on epsilon: predict_eps converts the denoiser's own output type
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="epsilon")
     model = family(denoiser, scheduler, model_id, prediction_type, {}, pipe=pipe)
-    model.edit_defaults = middle_block_defaults(model)
-    defaults_file = Path(source) / EDIT_DEFAULTS_FILE
-    if defaults_file.is_file():
-        model.edit_defaults.update(json.loads(defaults_file.read_text()))
+    model.edit_defaults = read_model_defaults(source, model, middle_block_defaults(model))
     if model.edit_defaults.get("latent_size"):  # e.g. Flux, whose transformer has no sample size
         model.size = tuple(int(n) for n in model.edit_defaults["latent_size"])
     return model

@@ -27,7 +27,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 from eigenedit.core.attention import default_layer
-from eigenedit.models.base import EDIT_DEFAULTS_FILE, DiffusionModel
+from eigenedit.models.base import DiffusionModel, pickle_refusal, quiet_diffusers, read_model_defaults
 
 DEFAULT_GUIDANCE = 7.5
 PIPELINE_INDEX = "model_index.json"
@@ -150,8 +150,11 @@ def is_text_to_image(index: dict | None) -> bool:
     return index is not None and "text_encoder" in index and "vae" in index
 
 
-def load_stable_diffusion(source: str, model_id: str, index: dict, device: str = "cpu") -> StableDiffusionModel:
-    """Load unet/, vae/, text_encoder/, tokenizer/ and scheduler/ of a StableDiffusionPipeline folder or hub id."""
+def load_stable_diffusion(
+    source: str, model_id: str, index: dict, device: str = "cpu", allow_pickle: bool = False
+) -> StableDiffusionModel:
+    """Load unet/, vae/, text_encoder/, tokenizer/ and scheduler/ of a StableDiffusionPipeline folder or hub id
+    (safetensors weights only, unless ``allow_pickle``: then pickle weights too, read with ``weights_only``)."""
     if "text_encoder_2" in index or index.get("unet", [None, None])[1] != "UNet2DConditionModel":
         raise ValueError(
             f"cannot load model {model_id!r}: {index.get('_class_name')} is not supported (supported: Stable "
@@ -167,13 +170,18 @@ def load_stable_diffusion(source: str, model_id: str, index: dict, device: str =
     text_class, tokenizer_class = (getattr(transformers, str(index[n][1]), None) for n in ("text_encoder", "tokenizer"))
     if text_class is None or tokenizer_class is None:
         raise ValueError(f"cannot load model {model_id!r}: unknown text encoder or tokenizer class in {PIPELINE_INDEX}")
+    weights = {"use_safetensors": None if allow_pickle else True}
     try:
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
-        text_encoder = text_class.from_pretrained(source, subfolder="text_encoder")
-        tokenizer = tokenizer_class.from_pretrained(source, subfolder="tokenizer")
-        scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+        with quiet_diffusers():
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights)
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **weights)
+            text_encoder = text_class.from_pretrained(source, subfolder="text_encoder", **weights)
+            tokenizer = tokenizer_class.from_pretrained(source, subfolder="tokenizer")
+            scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
     except (OSError, ValueError) as err:
+        refusal = None if allow_pickle else pickle_refusal(source, model_id)
+        if refusal is not None:
+            raise refusal from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot load Stable Diffusion model {model_id!r}: {first}") from None
     for module in (unet, vae, text_encoder):
@@ -181,10 +189,8 @@ def load_stable_diffusion(source: str, model_id: str, index: dict, device: str =
     prediction_type = scheduler.config.prediction_type
     # every sampler here works on epsilon: the UNet's own output type is converted by DiffusionModel.predict_eps
     scheduler = DDIMScheduler.from_config(scheduler.config, prediction_type="epsilon")
-    defaults = {"layer": default_layer(unet)}
-    defaults_file = Path(source) / EDIT_DEFAULTS_FILE
-    if defaults_file.is_file():
-        defaults.update(json.loads(defaults_file.read_text()))
-    return StableDiffusionModel(
-        unet, scheduler, model_id, prediction_type, defaults, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
+    model = StableDiffusionModel(
+        unet, scheduler, model_id, prediction_type, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
     )
+    model.edit_defaults = read_model_defaults(source, model, {"layer": default_layer(unet)})
+    return model
