@@ -264,7 +264,7 @@ def test_directions_of_another_model_with_the_same_width_are_refused(fashion_fil
     line = one_line(capsys.readouterr().err)
     assert "made for model 'fashion32'" in line and "model in use is 'shapes32'" in line and "--force" in line
     assert not out.exists()
-    assert run("edit", "--directions", fashion_file, *shift, "--steps", "1", "--force", "-o", out) == 0
+    assert run("edit", "--directions", fashion_file, *shift, "--steps", "2", "--force", "-o", out) == 0
     assert "--force: " in one_line(capsys.readouterr().err, "warning") and out.is_file()
 
 
@@ -284,8 +284,8 @@ def test_relative_and_absolute_folders_are_the_same_model(model_dir, tmp_path, c
     dfile = tmp_path / "d.safetensors"
     assert run("directions", "--model", "m", "-o", dfile) == 0
     assert Directions.load(dfile).metadata["model"] == str(local.resolve())
-    assert run("edit", "--model", local, "--directions", dfile, "--steps", "1", "-o", tmp_path / "o.png") == 0
-    assert run("edit", "--model", model_dir, "--directions", dfile, "--steps", "1", "-o", tmp_path / "p.png") == 2
+    assert run("edit", "--model", local, "--directions", dfile, "--steps", "2", "-o", tmp_path / "o.png") == 0
+    assert run("edit", "--model", model_dir, "--directions", dfile, "--steps", "2", "-o", tmp_path / "p.png") == 2
     assert f"made for model '{local.resolve()}'" in one_line(capsys.readouterr().err)
 
 

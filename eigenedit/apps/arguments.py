@@ -51,6 +51,7 @@ def positive_int(text: str) -> int:
 
 
 MAX_SEEDS = 10_000_000
+SEED_LIMIT = 2**64  # seeds are whole numbers 0..2**64-1 (torch.Generator.manual_seed wraps others around)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -66,7 +67,7 @@ def parse_seeds(text: str) -> list[int]:
         first, last = int(low), int(high) if sep else int(low)
         if last < first:
             raise argparse.ArgumentTypeError(f"seed range {part!r} is empty")
-        if last >= 2**64:
+        if last >= SEED_LIMIT:
             raise argparse.ArgumentTypeError(f"seed {last} is too large (seeds are 0..2**64-1)")
         if len(seeds) + last - first + 1 > MAX_SEEDS:
             raise argparse.ArgumentTypeError(f"more than {MAX_SEEDS} seeds; split the job")
@@ -74,6 +75,13 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise argparse.ArgumentTypeError("give at least one seed, e.g. 0-99")
     return list(dict.fromkeys(seeds))
+
+
+def parse_seed(text: str) -> int:
+    """One seed: a whole number 0..2**64-1, checked as ``parse_seeds`` checks each seed."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a seed, a whole number 0..2**64-1, got {text!r}")
+    return parse_seeds(text)[0]
 
 
 def parse_seed_spec(text: str) -> list[int]:
@@ -98,11 +106,15 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed command: a ValueError becomes one error line and exit code 2."""
+    """Run a parsed command: a ValueError (or an OSError) becomes one error line and exit code 2."""
     try:
         args.func(args)
     except ValueError as err:
         print(f"eigenedit: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the last resort: the places that write turn their OS errors into ValueErrors
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"eigenedit: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eigenedit: interrupted", file=sys.stderr)

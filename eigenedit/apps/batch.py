@@ -11,12 +11,16 @@ output's bytes do not depend on how many processes made it (on the same hardware
 threads per process). Each process takes a contiguous share of the batches still to do, writes its PNGs atomically
 and appends one JSON line per finished PNG to its own ``manifest.rank<N>.jsonl``; the main process merges them
 into ``manifest.jsonl`` at the end (and at the start, after an interrupted run). An output recorded there with the
-same settings and present on disk with the recorded hash is not computed again.
+same settings and present on disk with the recorded hash is not computed again. The main process holds an
+exclusive lock on the output folder for the whole run: a second run into the same folder refuses at once (naming
+the other's pid), or waits with ``--wait``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import io
 import itertools
@@ -25,7 +29,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
@@ -42,7 +46,16 @@ from eigenedit.apps.arguments import (  # parse_seeds: also batch.parse_seeds
     positive_int,
     run,
 )
-from eigenedit.apps.guards import OneLineParser, check_provenance, note, warn_strengths
+from eigenedit.apps.guards import (
+    OneLineParser,
+    check_output_size,
+    check_provenance,
+    check_schedule,
+    note,
+    note_placement,
+    warn_strengths,
+    warn_unreached,
+)
 from eigenedit.core import operators, sampling
 from eigenedit.core.defaults import GENERIC_DEFAULTS, default_alphas
 from eigenedit.core.directions import Directions
@@ -50,6 +63,7 @@ from eigenedit.core.io import DEFAULT_RESIZE, RESIZE_MODES, atomic_write, load_i
 from eigenedit.models import DiffusionModel, load_model
 
 MANIFEST = "manifest.jsonl"
+LOCK = ".eigenedit-batch.lock"  # flock()ed by the main process of the run writing into the folder; holds its pid
 PART = re.compile(r"manifest\.rank(\d+)\.jsonl")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -271,6 +285,8 @@ def prepare(args, device: torch.device | str) -> Job:
             settings[name] = model.edit_defaults.get(name, GENERIC_DEFAULTS[name])
     if model.image_shape[0] not in PNG_MODES:
         raise ValueError(f"cannot write {model.image_shape[0]}-channel images as PNG")
+    check_schedule(model, args.steps, settings["t_edit"])
+    check_output_size(model.image_shape, 1, 1, args.scale, "--scale")
     for index in args.direction or []:
         edits.extend(EditSpec((index,), (float(a),)) for a in settings["alphas"])
     edits = list({e.tag: e for e in edits}.values())  # the same edit twice would write the same file
@@ -416,6 +432,66 @@ def run_batch(job: Job, indices: list[int], todo: list[str], process: int = 0) -
         yield job.record(item, edit, hashlib.sha256(data).hexdigest(), process)
 
 
+@contextlib.contextmanager
+def folder_lock(out: Path, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the output folder (``fcntl.flock`` on its LOCK file, which holds this pid): where
+    another process holds it, a ValueError naming that pid, or with ``wait`` a note and a wait for it."""
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            if not wait:
+                os.close(fd)
+                raise ValueError(
+                    f"output folder {out} is in use by another eigenedit batch (pid {owner}); wait for it to finish, "
+                    "or pass --wait"
+                ) from None
+            note(f"output folder {out} is in use by another eigenedit batch (pid {owner}); waiting for it (--wait)")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # the holder removes the file when it is done: lock the file that is there now, not the removed one
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        yield
+    finally:
+        Path(path).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def write_share(job: Job, mine: Iterable[tuple[list[int], list[str]]], part: Path, process: int, bar) -> None:
+    """Compute this process's batches and append the record of each output written to its manifest ``part``; an
+    OS error (a full disk) is a ValueError naming the file."""
+    try:
+        with open(part, "a") as log:
+            for indices, todo in mine:
+                for rec in run_batch(job, indices, todo, process):
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.update()
+    except OSError as err:
+        raise ValueError(f"cannot write {part}: {err.strerror or err}") from None
+
+
+def start_run(job: Job, wait: bool, lock: contextlib.ExitStack) -> list[tuple[list[int], list[str]]]:
+    """The main process's start: create and lock the output folder (held by ``lock``), clean up after an
+    interrupted run and list the batches still to do."""
+    out = job.output_dir
+    out.mkdir(exist_ok=True)
+    lock.enter_context(folder_lock(out, wait))
+    remove_stale_temporaries(out)
+    merge_manifest(out, job.outputs())  # parts left by an interrupted run
+    return pending_batches(job)
+
+
 def cmd_batch(args) -> None:
     """Validate, shard the batches still to do over the processes, write outputs and merge the manifest."""
     from accelerate import PartialState
@@ -429,49 +505,58 @@ def cmd_batch(args) -> None:
             raise SystemExit(2) from None  # every process finds the same problem; the main process reports it
         raise
     out, order = job.output_dir, job.outputs()
-    pending, created = None, not out.exists()
+    pending, error, created = None, None, not out.exists()
+    lock = contextlib.ExitStack()  # the main process's lock on the output folder, held until the manifest is merged
     if state.is_main_process:
         if job.notes:
             more = f" (and {len(job.notes) - 1} more)" if len(job.notes) > 1 else ""
             note(f"{job.notes[0]}{more}" + ("; --resize picks another way" if "resized" in " ".join(job.notes) else ""))
-        out.mkdir(exist_ok=True)
-        remove_stale_temporaries(out)
-        merge_manifest(out, order)  # parts left by an interrupted run
-        pending = pending_batches(job)
-        todo = sum(len(t) for _, t in pending)
-        print(
-            f"{len(order)} outputs ({len(job.items)} {'seeds' if job.items[0].seed is not None else 'images'} x "
-            f"{len(job.edits)} edits): {len(order) - todo} already done, {todo} to write on "
-            f"{state.num_processes} process(es) ({state.device})",
-            flush=True,
-        )
-    pending = broadcast_object_list([pending])[0]
-    start = time.perf_counter()
-    with state.split_between_processes(pending) as mine:
-        part = out / f"manifest.rank{state.process_index}.jsonl"
-        total = sum(len(t) for _, t in mine)
-        bar = tqdm(total=total, desc="batch", unit="img", leave=False, disable=not state.is_main_process or not total)
+        default_layer = job.model.edit_defaults.get("layer", GENERIC_DEFAULTS["layer"])
+        note_placement(job.directions, job.directions_file, default_layer, job.location)
         try:
-            with open(part, "a") as log, bar:
-                for indices, todo in mine:
-                    for rec in run_batch(job, indices, todo, state.process_index):
-                        log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                        bar.update()
-        except ValueError:  # e.g. an edit too strong (non-finite images): keep what is done, leave no empty folder
-            if state.num_processes == 1:
-                merge_manifest(out, order)
-                if created and not any(out.glob("*.png")):
-                    (out / MANIFEST).unlink(missing_ok=True)
-                    out.rmdir()
-            raise
-    state.wait_for_everyone()
-    elapsed = time.perf_counter() - start
-    if state.is_main_process:
-        written = merge_manifest(out, order)
-        warn_strengths([a for e in job.edits for a in e.alphas], job.model.edit_defaults.get("alphas", [1.0]))
-        rate = f" in {elapsed:.2f} s ({written / elapsed:.3f} images/s)" if written else ""
-        print(f"wrote {written} images{rate} to {out}; manifest {out / MANIFEST}")
+            pending = start_run(job, getattr(args, "wait", False), lock)
+        except ValueError as err:
+            lock.close()
+            error = str(err)
+        else:
+            todo = sum(len(t) for _, t in pending)
+            print(
+                f"{len(order)} outputs ({len(job.items)} {'seeds' if job.items[0].seed is not None else 'images'} x "
+                f"{len(job.edits)} edits): {len(order) - todo} already done, {todo} to write on "
+                f"{state.num_processes} process(es) ({state.device})",
+                flush=True,
+            )
+    pending, error = broadcast_object_list([pending, error])
+    if error is not None:
+        if not state.is_main_process:
+            raise SystemExit(2)
+        raise ValueError(error)
+    with lock:
+        start = time.perf_counter()
+        with state.split_between_processes(pending) as mine:
+            part = out / f"manifest.rank{state.process_index}.jsonl"
+            total = sum(len(t) for _, t in mine)
+            quiet = not state.is_main_process or not total
+            try:
+                with tqdm(total=total, desc="batch", unit="img", leave=False, disable=quiet) as bar:
+                    write_share(job, mine, part, state.process_index, bar)
+            except ValueError:  # e.g. an edit too strong (non-finite images): keep what is done, no empty folder
+                if state.num_processes == 1:
+                    merge_manifest(out, order)
+                    lock.close()
+                    if created and not any(out.glob("*.png")):
+                        (out / MANIFEST).unlink(missing_ok=True)
+                        with contextlib.suppress(OSError):  # another run may have started in it meanwhile
+                            out.rmdir()
+                raise
+        state.wait_for_everyone()
+        elapsed = time.perf_counter() - start
+        if state.is_main_process:
+            written = merge_manifest(out, order)
+            warn_strengths([a for e in job.edits for a in e.alphas], job.model.edit_defaults, job.operator)
+            warn_unreached(job.model, job.steps, job.t_edit)
+            rate = f" in {elapsed:.2f} s ({written / elapsed:.3f} images/s)" if written else ""
+            print(f"wrote {written} images{rate} to {out}; manifest {out / MANIFEST}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -517,6 +602,9 @@ def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.Ar
     )
     p.add_argument("--force", action="store_true", help="apply a directions file made for another model anyway")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for another batch writing into the output folder instead of refusing"
+    )
     p.add_argument("-o", "--output-dir", type=Path, required=True, help="output folder (created if missing)")
     p.set_defaults(func=cmd_batch)
     return p

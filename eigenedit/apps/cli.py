@@ -14,6 +14,7 @@ from eigenedit.apps.arguments import (
     parse_alpha,
     parse_alphas,
     parse_guidance,
+    parse_seed,
     parse_seed_spec,
     parse_seeds,
     parse_term,
@@ -21,21 +22,41 @@ from eigenedit.apps.arguments import (
     run,
 )
 from eigenedit.apps.batch import add_batch_parser
-from eigenedit.apps.guards import OneLineParser, check_provenance, model_identity, note, warn_strengths
+from eigenedit.apps.guards import (
+    OneLineParser,
+    check_output_size,
+    check_provenance,
+    check_schedule,
+    model_identity,
+    note,
+    note_placement,
+    warn_strengths,
+    warn_unreached,
+)
 from eigenedit.core import defaults, operators, sampling
 from eigenedit.core.attention import DEFAULT_LAYER, list_attention_layers
 from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
-from eigenedit.core.io import DEFAULT_RESIZE, RESIZE_MODES, check_writable, image_grid, read_image, save_png
+from eigenedit.core.io import (
+    DEFAULT_RESIZE,
+    IMAGE_FORMATS,
+    RESIZE_MODES,
+    check_writable,
+    image_grid,
+    read_image,
+    save_image,
+)
 from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.stable_diffusion import DEFAULT_GUIDANCE, StableDiffusionModel
 
 
 def open_model(args) -> DiffusionModel:
     """Load --model and fill every option the user left unset from the model's eigenedit.json, then the generic
-    defaults (the shipped model's file holds the choices its evaluation favoured)."""
+    defaults (the shipped model's file holds the choices its evaluation favoured); then check --steps and
+    --t-edit against the model."""
     model = load_model(args.model, allow_pickle=getattr(args, "allow_pickle", False))
+    has_schedule = hasattr(args, "steps") and hasattr(args, "t_edit")  # before the defaults fill them in
     # what the user chose (not filled in below): a --directions file must match it
     args.requested = {name: getattr(args, name, None) for name in ("layer", "decomposition", "head", "fold_norm")}
     operator = getattr(args, "operator", None) or model.edit_defaults.get("operator", GENERIC_DEFAULTS["operator"])
@@ -45,6 +66,8 @@ def open_model(args) -> DiffusionModel:
             setattr(args, name, defaults.default_alphas(model.edit_defaults, operator) if name == "alphas" else value)
     if getattr(args, "scale", 0) is None:
         args.scale = 1 if model.latent else 4
+    if has_schedule:
+        check_schedule(model, args.steps, args.t_edit)
     set_prompt(args, model)
     if getattr(args, "difficulty", None) is not None:
         if not hasattr(model.unet, "difficulty"):
@@ -94,7 +117,7 @@ def label_parser() -> argparse.ArgumentParser:
 
 def sampling_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated image (ignored with --image)")
+    p.add_argument("--seed", type=parse_seed, default=0, help="seed of the generated image (ignored with --image)")
     p.add_argument("--image", type=Path, default=None, help="edit a real image (DDIM-inverted first)")
     p.add_argument(
         "--resize",
@@ -126,7 +149,9 @@ def sampling_parser() -> argparse.ArgumentParser:
 def get_directions(args, model: DiffusionModel) -> Directions:
     if args.directions is not None:
         dirs = Directions.load(args.directions, expect_dim=operators.location_dims(model, args.location))
-        check_provenance(dirs, args.directions, model.model_id, getattr(args, "requested", None), args.force)
+        requested = getattr(args, "requested", None) or {}
+        check_provenance(dirs, args.directions, model.model_id, requested, args.force)
+        note_placement(dirs, args.directions, None if requested.get("layer") else args.layer, args.location)
         return dirs
     identity = model_identity(model.model_id)
     # -k (directions, sweep): only the top k, by the fast solver on wide layers (core.topk)
@@ -225,8 +250,10 @@ def print_report(args, model: DiffusionModel, dirs: Directions) -> None:
 
 
 def cmd_edit(args) -> None:
-    check_writable(args.output)
+    check_writable(args.output, IMAGE_FORMATS)
     model = open_model(args)
+    tiles = 1 if not args.compare else 2 if args.image is None else 3
+    check_output_size(model.image_shape, 1, tiles, args.scale, "--scale")
     dirs = get_directions(args, model)
     terms = args.edit or [(0, 1.0)]
     chosen = dirs.select([i for i, _ in terms])
@@ -250,14 +277,16 @@ def cmd_edit(args) -> None:
         tiles = torch.cat([plain, edited]) if image is None else torch.cat([image, plain, edited])
         if image is not None:
             print(f"reconstruction PSNR {sampling.psnr(plain, image).item():.2f} dB")
-    warn_strengths([a for _, a in terms], args.alphas)  # after sampling: a failed edit gives just its error line
-    save_png(image_grid(tiles, 1, len(tiles), scale=args.scale), args.output)
+    warn_strengths([a for _, a in terms], model.edit_defaults, args.operator)  # after sampling: a failed edit
+    warn_unreached(model, args.steps, args.t_edit)
+    save_image(image_grid(tiles, 1, len(tiles), scale=args.scale), args.output)  # gives just its error line
     print(f"wrote {args.output}")
 
 
 def cmd_sweep(args) -> None:
-    check_writable(args.output)
+    check_writable(args.output, IMAGE_FORMATS)
     model = open_model(args)
+    check_output_size(model.image_shape, args.k, len(args.alphas), args.scale, "--scale, -k or --alphas")
     dirs = maybe_label(args, model, get_directions(args, model).top(args.k))
     x_t, _ = starting_noise(args, model)
     alphas = sampling.sweep_alphas(len(dirs), args.alphas)
@@ -281,8 +310,9 @@ def cmd_sweep(args) -> None:
     row_labels = [f"{i} ({v:.3g}) {lab}".strip() for i, (v, lab) in enumerate(zip(values, labels, strict=True))]
     col_labels = [f"a={a:g}" for a in args.alphas]
     grid = image_grid(images, len(dirs), len(args.alphas), row_labels, col_labels, scale=args.scale)
-    warn_strengths(args.alphas, model.edit_defaults.get("alphas", GENERIC_DEFAULTS["alphas"]))
-    save_png(grid, args.output)
+    warn_strengths(args.alphas, model.edit_defaults, args.operator)
+    warn_unreached(model, args.steps, args.t_edit)
+    save_image(grid, args.output)
     meta = dirs.metadata
     print(
         f"{meta.get('decomposition')} directions of {meta.get('layer')}, operator {args.operator}: "
@@ -294,13 +324,16 @@ def cmd_sweep(args) -> None:
 def cmd_invert(args) -> None:
     if args.image is None:
         raise ValueError("invert needs --image PATH")
-    check_writable(args.output)
+    check_writable(args.output, IMAGE_FORMATS)
     model = open_model(args)
+    check_output_size(model.image_shape, 1, 2, args.scale, "--scale")
     image = load_input(args, model)
     x_t = sampling.invert(model, model.encode(image), args.steps, progress=True)
     recon = model.decode(sampling.sample(model, x_t, args.steps))
     print(f"reconstruction PSNR {sampling.psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
-    save_png(image_grid(torch.cat([image, recon]), 1, 2, col_labels=["input", "recon"], scale=args.scale), args.output)
+    save_image(
+        image_grid(torch.cat([image, recon]), 1, 2, col_labels=["input", "recon"], scale=args.scale), args.output
+    )
     print(f"wrote {args.output}")
 
 
@@ -358,7 +391,9 @@ def parse_eval_alpha(text: str) -> float | str:
 def cmd_ui(args) -> None:
     from eigenedit.apps.ui import launch
 
-    launch(args.model, args.host, args.port, share=args.share == "yes", steps=args.steps)
+    launch(
+        args.model, args.host, args.port, share=args.share == "yes", steps=args.steps, allow_pickle=args.allow_pickle
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("directions", parents=[common, dirs, label], help="compute directions, print values, save")
     p.add_argument("-k", type=positive_int, default=None, help="keep the top k (default: all)")
-    p.add_argument("-o", "--output", type=Path, default=None, help="save as .safetensors")
+    p.add_argument("-o", "--output", default=None, help="save as .safetensors")
     p.add_argument("--report", action="store_true", help="print label-free metrics of each direction (any model)")
     p.add_argument("--report-seeds", type=parse_seed_spec, default=list(range(8)), help="default 8 (seeds 0-7)")
     p.add_argument("--report-alpha", type=parse_alpha, default=None, help="default: the model's largest alpha")
@@ -381,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("edit", parents=[common, dirs, sampling], help="edit one image -> PNG")
     p.add_argument("--edit", type=parse_term, action="append", metavar="INDEX:ALPHA", help="repeat to compose")
     p.add_argument("--compare", action="store_true", help="put the unedited image (and input) beside the edit")
-    p.add_argument("-o", "--output", type=Path, default=Path("edit.png"))
+    p.add_argument("-o", "--output", default="edit.png", help="the output image: .png, .jpg or .webp")
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("sweep", parents=[common, dirs, sampling, label], help="grid: top-k directions x alphas -> PNG")
@@ -392,11 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated, e.g. --alphas=-2,0,2",
     )
-    p.add_argument("-o", "--output", type=Path, default=Path("sweep.png"))
+    p.add_argument("-o", "--output", default="sweep.png", help="the output grid: .png, .jpg or .webp")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("invert", parents=[common, sampling], help="DDIM-invert an image and report PSNR")
-    p.add_argument("-o", "--output", type=Path, default=Path("inversion.png"))
+    p.add_argument("-o", "--output", default="inversion.png", help="the output image: .png, .jpg or .webp")
     p.set_defaults(func=cmd_invert)
 
     p = sub.add_parser("evaluate", parents=[common], help="score every method against random, on held-out seeds")

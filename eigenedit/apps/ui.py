@@ -7,10 +7,13 @@ the page. gradio is optional: ``pip install "eigenedit[ui]"``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
+import math
 import os
 import re
+import signal
 import tempfile
 import threading
 import time
@@ -24,13 +27,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from eigenedit.apps.arguments import SEED_LIMIT
+from eigenedit.apps.guards import check_schedule
 from eigenedit.core import defaults, operators, sampling
 from eigenedit.core.attention import list_attention_layers, read_attention_weights
 from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
+from eigenedit.core.io import MAX_IMAGE_PIXELS, read_image, save_png, to_uint8
 from eigenedit.core.io import prepare_image as io_prepare_image
-from eigenedit.core.io import read_image, save_png, to_uint8
 from eigenedit.models import DEFAULT_MODEL, SHIPPED_MODELS, TERRAIN_MODEL, DiffusionModel, load_model
 
 N_SLIDERS = 5  # directions edited at once: first, first + 1, ...
@@ -43,6 +48,7 @@ LABELLED_MODELS = {"shapes32"}  # models whose images the analytic shapes factor
 MERGED = "merged"  # the head choice for all heads together
 DECOMPOSITION_CHOICES = (*DECOMPOSITIONS, "random")
 INSTALL_HINT = 'the web UI needs gradio: pip install "eigenedit[ui]"'
+MAX_UPLOAD_BYTES = 64 * 2**20  # larger uploads are refused by the server (and by prepare_image); pixels: as --image
 
 
 def model_choices(current: str = DEFAULT_MODEL) -> list[str]:
@@ -120,9 +126,14 @@ def prepare_image(image: Upload, shape: tuple[int, int, int]) -> tuple[torch.Ten
     """An uploaded picture (a file path, as the upload widget gives it, or pixels) -> ((1, C, H, W) in [-1, 1] at the
     model's mode and size, a note): converted and center-cropped as the command line's default ``--resize``."""
     if isinstance(image, str | Path):
+        size = Path(image).stat().st_size if Path(image).is_file() else 0
+        if size > MAX_UPLOAD_BYTES:
+            raise ValueError(f"the upload is {size / 2**20:.0f} MB; at most {MAX_UPLOAD_BYTES // 2**20} MB")
         pixels, note = read_image(image, shape)
     else:
         img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"the upload is {img.width}x{img.height}; at most {MAX_IMAGE_PIXELS // 10**6} megapixels")
         pixels, note = io_prepare_image(img, shape)
     return pixels, note and f"upload {note}"
 
@@ -161,6 +172,11 @@ class EditorState:
         self._lock = threading.RLock()  # gradio calls from worker threads; the scheduler has state
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="eigenedit-ui-")
         self.workdir = Path(workdir or self._tmp.name)
+
+    def close(self) -> None:
+        """Remove the temporary folder this state made (downloads, and whatever else was put there)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def _cached(self, cache: LRU, kind: str, key: Hashable, make: Callable[[], Any]) -> Any:
         value, made = cache.get_or_make(key, make)
@@ -304,8 +320,7 @@ class EditorState:
         """The unedited and the edited image for slider values ``alphas`` (one per shown direction)."""
         start = time.perf_counter()
         view = self.resolve(view)
-        if view.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {view.steps}")
+        check_schedule(self.model(view.model), view.steps, view.t_edit, names=("steps", "t_edit"))
         dirs = self.directions(view)
         indices = self.shown(view)
         weights = torch.tensor([float(a or 0.0) for a in alphas][: len(indices)], dtype=torch.float32)
@@ -400,23 +415,71 @@ CONTROL_NAMES = (
 )
 
 
+def _text(value: Any, name: str) -> str | None:
+    """A text widget's value: None for empty, else the stripped text; anything but text is a ValueError."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {type(value).__name__}")
+    return value.strip() or None
+
+
+def _whole(value: Any, name: str, default: int) -> int:
+    """A number widget's value as a whole number (``default`` for empty); anything else is a ValueError."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"{name} must be a whole number, got {str(value)[:40]!r}")
+    return int(number)
+
+
+def _number(value: Any, name: str, default: float) -> float:
+    """A slider's value as a finite number (``default`` for empty); anything else is a ValueError."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
 def view_from(values: Sequence) -> View:
-    """A View from the widget values in CONTROL_NAMES order."""
+    """A View from the widget values in CONTROL_NAMES order; a value of the wrong type or range (from the page or
+    the HTTP API) is a ValueError."""
+    if len(values) != len(CONTROL_NAMES):
+        raise ValueError(f"expected {len(CONTROL_NAMES)} settings ({', '.join(CONTROL_NAMES)}), got {len(values)}")
     v = dict(zip(CONTROL_NAMES, values, strict=True))
     head = v["head"]
+    seed = _whole(v["seed"], "seed", 0)
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed {seed} is out of range: seeds are whole numbers 0..2**64-1")
     return View(
-        model=(v["model"] or "").strip(),
-        layer=v["layer"] or None,
-        decomposition=v["decomposition"] or None,
-        head=None if head in (None, "", MERGED) else int(head),
+        model=_text(v["model"], "model") or "",
+        layer=_text(v["layer"], "layer"),
+        decomposition=_text(v["decomposition"], "decomposition"),
+        head=None if head in (None, "", MERGED) else _whole(head, "head", 0),
         fold_norm=bool(v["fold_norm"]),
-        first=int(v["first"] or 0),
-        seed=int(v["seed"] or 0),
-        steps=int(v["steps"] or DEFAULT_STEPS),
-        t_edit=None if v["t_edit"] is None else int(v["t_edit"]),
-        location=(v["location"] or "").strip() or None,
-        operator=v["operator"] or None,
+        first=_whole(v["first"], "first direction", 0),
+        seed=seed,
+        steps=_whole(v["steps"], "steps", DEFAULT_STEPS) or DEFAULT_STEPS,
+        t_edit=None if v["t_edit"] is None else _whole(v["t_edit"], "t_edit", 0),
+        location=_text(v["location"], "location"),
+        operator=_text(v["operator"], "operator"),
     )
+
+
+UI_ERRORS = (ValueError, OSError, RuntimeError)  # shown in the status line (a broken model raises RuntimeError)
 
 
 class Callbacks:
@@ -428,9 +491,15 @@ class Callbacks:
         self.gr = require_gradio()
 
     def _split(self, values: Sequence) -> tuple[View, float, Any, list[float]]:
+        """(view, slider range, upload, slider values); a wrong type or range is a ValueError."""
         n = len(CONTROL_NAMES)
-        alpha_max = float(values[n] or 1.0)
-        return view_from(values[:n]), alpha_max, values[n + 1], [float(a or 0.0) for a in values[n + 2 :]]
+        if len(values) < n + 2:
+            raise ValueError(f"expected at least {n + 2} inputs, got {len(values)}")
+        alpha_max = _number(values[n], "slider range", 1.0)
+        if alpha_max <= 0:
+            raise ValueError(f"the slider range (max |alpha|) must be positive, got {alpha_max:g}")
+        alphas = [_number(a, f"slider {i}", 0.0) for i, a in enumerate(values[n + 2 :])]
+        return view_from(values[:n]), alpha_max, values[n + 1], alphas
 
     def model_changed(self, name: str) -> tuple:
         """A new model: its layers, heads and defaults; sliders back to 0.
@@ -438,9 +507,10 @@ class Callbacks:
         status."""
         gr, keep = self.gr, self.gr.update()
         try:
+            name = _text(name, "model") or ""
             d = self.state.defaults(name)
             heads = self.state.heads(name, d["layer"])
-        except ValueError as err:
+        except UI_ERRORS as err:
             return (*[keep] * (10 + N_SLIDERS), error_line(err))
         locations = list(dict.fromkeys([d["location"], defaults.DEFAULT_LOCATION, *d["layers"]]))
         return (
@@ -461,31 +531,32 @@ class Callbacks:
     def operator_changed(self, name: str, operator: str) -> tuple:
         """Outputs: alpha_max (the slider range of that operator's default strengths)."""
         try:
-            model = self.state.model(name)
-        except ValueError:
+            model = self.state.model(_text(name, "model") or "")
+            alphas = defaults.default_alphas(model.edit_defaults, _text(operator, "operator") or "shift")
+        except UI_ERRORS:
             return (self.gr.update(),)  # the refresh that follows reports the error
-        alphas = defaults.default_alphas(model.edit_defaults, operator or defaults.GENERIC_DEFAULTS["operator"])
         return (self.gr.update(value=float(max(abs(a) for a in alphas) or 1.0)),)
 
     def layer_changed(self, name: str, layer: str) -> tuple:
         """Outputs: head."""
         try:
-            return (self.gr.update(choices=head_choices(self.state.heads(name, layer)), value=MERGED),)
-        except ValueError:
+            heads = self.state.heads(_text(name, "model") or "", _text(layer, "layer") or "")
+        except UI_ERRORS:
             return (self.gr.update(),)  # the refresh that follows reports the error
+        return (self.gr.update(choices=head_choices(heads), value=MERGED),)
 
     def refresh(self, *values) -> tuple:
         """Everything: directions table, sliders, images, files.
         Outputs: plain, edited, status, png file, directions file, table, label button, *sliders."""
         gr, keep = self.gr, self.gr.update()
-        view, alpha_max, image, alphas = self._split(values)
         try:
+            view, alpha_max, image, alphas = self._split(values)
             labels = self.state.slider_labels(view)
             table = self.state.table(view)
             can_label = self.state.can_label(view.model)
             dirs_file = str(self.state.directions_file(view))
             preview_out = self._preview(view, image, alphas)
-        except ValueError as err:
+        except UI_ERRORS as err:
             return (None, None, error_line(err), None, keep, keep, keep, *[keep] * N_SLIDERS)
         sliders = [
             gr.update(label=labels[i], minimum=-alpha_max, maximum=alpha_max, step=alpha_max / 40, visible=True)
@@ -497,10 +568,10 @@ class Callbacks:
 
     def preview(self, *values) -> tuple:
         """Just the images (a slider moved). Outputs: plain, edited, status, png file."""
-        view, _, image, alphas = self._split(values)
         try:
+            view, _, image, alphas = self._split(values)
             return self._preview(view, image, alphas)
-        except ValueError as err:
+        except UI_ERRORS as err:
             return (None, None, error_line(err), None)
 
     def _preview(self, view: View, image, alphas: list[float]) -> tuple:
@@ -516,13 +587,13 @@ class Callbacks:
     def label(self, *values) -> tuple:
         """Label the shown directions. Outputs: table, directions file, status, *sliders."""
         keep = self.gr.update()
-        view, alpha_max, _, _ = self._split(values)
         try:
+            view, alpha_max, _, _ = self._split(values)
             start = time.perf_counter()
             found = self.state.label(view, alpha_max)
             labels = self.state.slider_labels(view)
             table, dirs_file = self.state.table(view), str(self.state.directions_file(view))
-        except ValueError as err:
+        except UI_ERRORS as err:
             return (keep, keep, error_line(err), *[keep] * N_SLIDERS)
         status = f"labels at alpha +-{alpha_max:g}: {', '.join(found)} ({time.perf_counter() - start:.1f} s)"
         sliders = [self.gr.update(label=lab) for lab in labels] + [keep] * (N_SLIDERS - len(labels))
@@ -631,26 +702,55 @@ def build_app(state: EditorState, model: str = DEFAULT_MODEL, steps: int | None 
     return demo
 
 
+def serve(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
+    """Start the page's server (not blocking), with the upload limit MAX_UPLOAD_BYTES."""
+    demo.queue().launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        show_error=True,
+        quiet=not share,
+        prevent_thread_lock=True,
+        max_file_size=MAX_UPLOAD_BYTES,
+    )
+
+
 def launch(
     model: str = DEFAULT_MODEL,
     host: str = "127.0.0.1",
     port: int = 7860,
     share: bool = False,
     steps: int | None = None,
+    allow_pickle: bool = False,
 ) -> None:
-    """Load ``model`` (errors before any server starts), build the page and serve it until interrupted."""
+    """Load ``model`` (errors before any server starts), build the page and serve it until interrupted (Ctrl+C or
+    SIGTERM); then the temporary folder with the uploads, gradio's cache and the downloads is removed.
+    ``allow_pickle``: every model the page loads may have pickle weights (``load_model``)."""
     require_gradio()
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be in 1..65535, got {port}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    state = EditorState()
-    state.model(model)
-    demo = build_app(state, model, steps)
+    state = EditorState(loader=functools.partial(load_model, allow_pickle=allow_pickle))
+    # uploads and gradio's cache go into the state's temporary folder (read when the page and server are built)
+    os.environ["GRADIO_TEMP_DIR"] = str(state.workdir / "gradio")
+    demo = None
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        demo.queue().launch(
-            server_name=host, server_port=port, share=share, show_error=True, quiet=not share, prevent_thread_lock=True
-        )
-    except OSError:
-        raise ValueError(f"cannot serve on {host}:{port}: is the port in use? choose another with --port") from None
-    print(f"eigenedit ui: model {model} at http://{host}:{port} (Ctrl+C stops)", flush=True)
-    demo.block_thread()
+        state.model(model)
+        demo = build_app(state, model, steps)
+        try:
+            serve(demo, host, port, share)
+        except OSError:
+            raise ValueError(f"cannot serve on {host}:{port}: is the port in use? choose another with --port") from None
+        print(f"eigenedit ui: model {model} at http://{host}:{port} (Ctrl+C stops)", flush=True)
+        demo.block_thread()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if demo is not None:
+            demo.close()
+        state.close()
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM stops the server as Ctrl+C does (so that the temporary files are removed)."""
+    raise KeyboardInterrupt
