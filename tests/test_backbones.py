@@ -21,7 +21,6 @@ from diffusers import (  # noqa: E402
 )
 
 from eigenedit.core import operators, sampling  # noqa: E402
-from eigenedit.core.attention import read_attention_weights  # noqa: E402
 from eigenedit.core.directions import compute_directions  # noqa: E402
 from eigenedit.models import load_model  # noqa: E402
 from eigenedit.models.pipelines import PipelineModel  # noqa: E402
@@ -73,12 +72,12 @@ def test_layers_grids_and_projections(family_dir):
     assert model.edit_defaults["layer"] in layers
     if family == "flux":  # single-stream blocks: o is the attention part of the block's proj_out
         block = model.unet.single_transformer_blocks[0]
-        w = read_attention_weights(model.unet, "single_transformer_blocks.0.attn")
+        w = model.attention_weights("single_transformer_blocks.0.attn")
         assert torch.equal(w.o, block.proj_out.weight[:, :16].double())
         assert torch.equal(w.q, block.attn.to_q.weight.double())  # qk RMSNorm scales are 1 at initialisation
     if family in ("sd3", "flux"):  # joint attention: the image stream's projections, not the text stream's
         attn = model.unet.transformer_blocks[0].attn
-        w = read_attention_weights(model.unet, "transformer_blocks.0.attn")
+        w = model.attention_weights("transformer_blocks.0.attn")
         assert torch.equal(w.v, attn.to_v.weight.double()) and not torch.equal(w.v, attn.add_v_proj.weight.double())
         assert torch.equal(w.o, attn.to_out[0].weight.double())
 
@@ -125,7 +124,7 @@ def test_alpha_zero_is_the_unedited_sample_and_edits_move(family_dir):
     family, path = family_dir
     model = open_model(family, path)
     layer, location = model.edit_defaults["layer"], model.edit_defaults.get("location", "mid_block")
-    dirs = compute_directions(model.unet, layer, "ov-left", model_id=path).top(2)
+    dirs = compute_directions(model.unet, layer, "ov-left", model_id=path, read=model.attention_weights).top(2)
     x = sampling.noise_from_seeds(model, [0, 1])
     plain = sampling.sample(model, x, 4)
     alphas = torch.tensor([[0.0, 0.0], [3.0, 0.0]])

@@ -34,7 +34,7 @@ from eigenedit.apps.guards import (
     warn_unreached,
 )
 from eigenedit.core import defaults, operators, sampling
-from eigenedit.core.attention import DEFAULT_LAYER, list_attention_layers
+from eigenedit.core.attention import DEFAULT_LAYER
 from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
@@ -48,7 +48,7 @@ from eigenedit.core.io import (
     save_image,
 )
 from eigenedit.models import DiffusionModel, load_model
-from eigenedit.models.stable_diffusion import DEFAULT_GUIDANCE, StableDiffusionModel
+from eigenedit.models.stable_diffusion import DEFAULT_GUIDANCE
 
 
 def open_model(args) -> DiffusionModel:
@@ -70,11 +70,7 @@ def open_model(args) -> DiffusionModel:
         check_schedule(model, args.steps, args.t_edit)
     set_prompt(args, model)
     if getattr(args, "difficulty", None) is not None:
-        if not hasattr(model.unet, "difficulty"):
-            raise ValueError(
-                f"--difficulty needs the terrain model (terrain128); {args.model!r} has no difficulty input"
-            )
-        model.unet.difficulty = args.difficulty  # checked there: a whole number from 1 to 100
+        model.set_difficulty(args.difficulty)  # a ValueError for models without one; checked there: 1 to 100
     return model
 
 
@@ -82,7 +78,7 @@ def set_prompt(args, model: DiffusionModel) -> None:
     """--prompt, --negative-prompt, --guidance: conditioning, for models that take it (Stable Diffusion, SDXL,
     PixArt, SD3, Flux: text; DiT: a class index or label)."""
     prompt, negative, guidance = (getattr(args, name, None) for name in ("prompt", "negative_prompt", "guidance"))
-    if not isinstance(model, StableDiffusionModel) and not hasattr(model, "set_prompt"):
+    if not model.conditional:
         given = [f for f, v in (("--prompt", prompt), ("--negative-prompt", negative), ("--guidance", guidance)) if v]
         if given:
             raise ValueError(
@@ -90,8 +86,7 @@ def set_prompt(args, model: DiffusionModel) -> None:
             )
         return
     if guidance is None:  # DDIM inversion reconstructs well only without guidance
-        guidance = 1.0 if getattr(args, "image", None) is not None else getattr(model, "default_guidance", None)
-        guidance = DEFAULT_GUIDANCE if guidance is None else guidance
+        guidance = 1.0 if getattr(args, "image", None) is not None else model.default_guidance
     model.set_prompt(prompt or "", negative or "", guidance)
 
 
@@ -156,7 +151,16 @@ def get_directions(args, model: DiffusionModel) -> Directions:
     identity = model_identity(model.model_id)
     # -k (directions, sweep): only the top k, by the fast solver on wide layers (core.topk)
     k = getattr(args, "k", None)
-    return compute_directions(model.unet, args.layer, args.decomposition, args.head, args.fold_norm, identity, k=k)
+    return compute_directions(
+        model.unet,
+        args.layer,
+        args.decomposition,
+        args.head,
+        args.fold_norm,
+        identity,
+        k=k,
+        read=model.attention_weights,
+    )
 
 
 def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
@@ -189,8 +193,7 @@ def load_input(args, model: DiffusionModel) -> torch.Tensor:
 
 def cmd_layers(args) -> None:
     model = open_model(args)
-    # models with more inputs (SDXL) or a token grid (transformers) list their own layers
-    layers = model.attention_layers() if hasattr(model, "attention_layers") else list_attention_layers(model.unet)
+    layers = model.attention_layers()  # models with more inputs (SDXL) or a token grid (transformers): their own way
     width = max([32, *(len(layer.name) for layer in layers)])  # Stable Diffusion's names are longer
     print(f"{'layer':{width}s} {'channels':>8s} {'heads':>5s} {'head_dim':>8s} {'resolution':>10s}  projections")
     for layer in layers:  # resolution: a UNet layer's H x W, a transformer's image token grid

@@ -76,7 +76,7 @@ def check_schedule(
 def warn_unreached(model: DiffusionModel, steps: int, t_edit: float, name: str = "--t-edit") -> bool:
     """Warn (one line) where no DDIM step reaches t >= t_edit, so that the edit changed nothing; True if it
     warned. (Flow-matching models start at t = 1000, sigma 1: always reached.)"""
-    if getattr(model, "flow_matching", False):
+    if model.flow_matching:
         return False
     ddim = DDIMScheduler.from_config(model.scheduler.config)  # a copy: the model's own may be sampling
     ddim.set_timesteps(steps)

@@ -30,7 +30,6 @@ from PIL import Image
 from eigenedit.apps.arguments import SEED_LIMIT
 from eigenedit.apps.guards import check_schedule
 from eigenedit.core import defaults, operators, sampling
-from eigenedit.core.attention import list_attention_layers, read_attention_weights
 from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
@@ -201,7 +200,7 @@ class EditorState:
             out["alphas"] = defaults.default_alphas(model.edit_defaults, out["operator"])
             out["alpha_max"] = float(max(abs(a) for a in out["alphas"]) or 1.0)
             out["preview_steps"] = min(int(out.get("steps", DEFAULT_STEPS)), DEFAULT_STEPS)
-            out["layers"] = [layer.name for layer in list_attention_layers(model.unet)]
+            out["layers"] = [layer.name for layer in model.attention_layers()]
             out["timesteps"] = int(model.scheduler.config.num_train_timesteps)
             return out
 
@@ -221,7 +220,7 @@ class EditorState:
         )
 
     def heads(self, name: str, layer: str) -> int:
-        return read_attention_weights(self.model(name).unet, layer).heads
+        return self.model(name).attention_weights(layer).heads
 
     def can_label(self, name: str) -> bool:
         """Automatic labels need images the shapes factor estimator can read."""
@@ -241,7 +240,13 @@ class EditorState:
 
         def make() -> Directions:
             return compute_directions(
-                model.unet, view.layer, view.decomposition, view.head, view.fold_norm, model.model_id
+                model.unet,
+                view.layer,
+                view.decomposition,
+                view.head,
+                view.fold_norm,
+                model.model_id,
+                read=model.attention_weights,
             )
 
         with self._lock:

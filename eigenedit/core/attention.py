@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from diffusers.models.attention import AttentionModuleMixin
@@ -61,30 +62,42 @@ class AttentionLayer:
     heads: int
     head_dim: int
     resolution: tuple[int, int] | None
-    projections: str = "q,k,v,o"
+    projections: str = "q,k,v,o"  # an adapter names others (SD3/Flux: "image q,k,v,o", ...)
 
 
-def projections(module: torch.nn.Module) -> str:
-    """Which projections of a layer eigenedit decomposes: ``q,k,v,o`` (plain self-attention); ``image
-    q,k,v,o`` (joint attention of SD3 / Flux double-stream blocks: the image stream to_q/to_k/to_v/to_out, not the
-    text stream's add_*_proj); ``joint q,k,v; o=proj_out`` (Flux single-stream blocks: text and image tokens share
-    to_q/to_k/to_v, and the output projection is the attention part of the block's proj_out)."""
-    if getattr(module, "added_kv_proj_dim", None) is not None:
-        return "image q,k,v,o"
-    if getattr(module, "pre_only", False) and getattr(module, "to_out", None) is None:
-        return "joint q,k,v; o=proj_out"
-    return "q,k,v,o"
+WeightReader = Callable[..., AttentionWeights]  # (layer, dtype=float64, copy=True): a model's attention_weights
+
+
+@runtime_checkable
+class OwnAttention(Protocol):
+    """An attention module that reads its own weights and runs with an edited attention: what a diffusers
+    ``Attention`` gets from this module's generic reader and from the spectral operator's processor. eigenedit's
+    ADM ``AttentionBlock`` (``eigenedit.models.adm``) is one."""
+
+    def attention_weights(self, name: str = "") -> AttentionWeights:
+        """W_q, W_k, W_v, W_o (float64) of this layer (``name``: what to call it)."""
+        ...
+
+    def forward_with(self, x: torch.Tensor, attend: Attend) -> torch.Tensor:
+        """The module's forward, with ``attend(tokens, q, k, v, heads, scale) -> (head outputs, extra)`` in place
+        of its attention (``extra``: a term added after the output projection, or 0.0)."""
+        ...
+
+
+Attend = Callable[..., tuple[torch.Tensor, torch.Tensor | float]]
 
 
 def is_self_attention(module: torch.nn.Module) -> bool:
     """A diffusers ``Attention`` without cross-attention, a newer attention class (``FluxAttention``) whose keys
-    read the queries' width, or a module that exposes ``attention_weights()`` (eigenedit's ADM blocks)."""
+    read the queries' width, or an ``OwnAttention`` module (eigenedit's ADM blocks)."""
     if isinstance(module, Attention):
         return not module.is_cross_attention
-    if isinstance(module, AttentionModuleMixin) and hasattr(module, "to_q") and hasattr(module, "to_k"):
-        cross = getattr(module, "is_cross_attention", False) or module.to_k.in_features != module.to_q.in_features
-        return not cross
-    return hasattr(module, "attention_weights")
+    if isinstance(module, AttentionModuleMixin):
+        to_q, to_k = (getattr(module, name, None) for name in ("to_q", "to_k"))
+        if not isinstance(to_q, torch.nn.Linear) or not isinstance(to_k, torch.nn.Linear):
+            return False
+        return not (getattr(module, "is_cross_attention", False) or to_k.in_features != to_q.in_features)
+    return isinstance(module, OwnAttention)
 
 
 def self_attention_modules(unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -118,13 +131,41 @@ def get_attention_module(unet: torch.nn.Module, layer: str = DEFAULT_LAYER) -> t
 def read_attention_weights(
     unet: torch.nn.Module, layer: str = DEFAULT_LAYER, dtype: torch.dtype = torch.float64, copy: bool = True
 ) -> AttentionWeights:
-    """W_q, W_k, W_v, W_o (copies in ``dtype``, float64 by default) of a self-attention layer.
+    """W_q, W_k, W_v, W_o (copies in ``dtype``, float64 by default) of a self-attention layer, read the generic
+    way: an ``OwnAttention`` module's own reading (ADM), else a diffusers attention module's projections
+    (``diffusers_weights``). A layer whose logits or output need more than its own projections (per-head q/k norms
+    with a scale, as in SD3.5 and Flux; an output projection outside the module, as in Flux's single-stream
+    blocks) is a ValueError here: its model's ``attention_weights`` reads it.
 
     copy=False: where the weights already have ``dtype``, the tensors share the model's memory (read-only use:
     the fast discovery path saves copying hundreds of megabytes)."""
     module = get_attention_module(unet, layer)
-    if hasattr(module, "attention_weights"):
+    if isinstance(module, OwnAttention):
         return module.attention_weights(layer).to(dtype)
+    if getattr(module, "to_out", None) is None:
+        raise ValueError(f"layer {layer!r} has no output projection of its own: read it with its model's weights")
+    if qk_norm_scales(module) != (None, None):
+        raise ValueError(f"layer {layer!r} normalises q and k with learned scales: read it with its model's weights")
+    return diffusers_weights(unet, layer, dtype, copy)
+
+
+def qk_norm_scales(module: torch.nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The learned scales of a diffusers attention module's per-head q and k norms (``norm_q``/``norm_k``), each
+    None where it has no such norm or the norm has no scale."""
+    scales = (getattr(getattr(module, name, None), "weight", None) for name in ("norm_q", "norm_k"))
+    return tuple(s if isinstance(s, torch.Tensor) else None for s in scales)
+
+
+def diffusers_weights(
+    unet: torch.nn.Module,
+    layer: str,
+    dtype: torch.dtype = torch.float64,
+    copy: bool = True,
+    o: torch.Tensor | None = None,
+) -> AttentionWeights:
+    """A diffusers attention module's to_q, to_k, to_v and to_out[0] (``o`` instead where given) as they are,
+    and the norm its input passes: its group_norm, or for a transformer block's ``attn1`` the block's norm1."""
+    module = get_attention_module(unet, layer)
     norm = getattr(module, "group_norm", None)
     parent, _, attr = layer.rpartition(".")
     if norm is None and attr == "attn1":  # a transformer block's self-attention reads norm1(x) (a LayerNorm)
@@ -134,34 +175,13 @@ def read_attention_weights(
     def read(weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().to(dtype=dtype, copy=copy)
 
-    q, k = read(module.to_q.weight), read(module.to_k.weight)
-    heads = module.heads
-
-    # per-head RMS/LayerNorm on q and k (SD3.5, Flux): their scales go into W_q and W_k, so that qk is the logits'
-    # bilinear form up to each token's normalisation (and, with rotary embeddings, at zero relative offset)
-    def fold(matrix: torch.Tensor, qk_norm: torch.nn.Module | None) -> torch.Tensor:
-        scale = getattr(qk_norm, "weight", None)
-        if not isinstance(scale, torch.Tensor) or matrix.shape[0] % scale.numel():
-            return matrix
-        return matrix * scale.detach().to(dtype).repeat(matrix.shape[0] // scale.numel())[:, None]
-
-    q, k = fold(q, getattr(module, "norm_q", None)), fold(k, getattr(module, "norm_k", None))
-    to_out = getattr(module, "to_out", None)
-    if to_out is not None:
-        o = read(to_out[0].weight)
-    else:  # Flux single-stream block: proj_out(concat(attention, mlp)); its first inner columns act on attention
-        block = unet.get_submodule(parent) if parent else None
-        proj_out = getattr(block, "proj_out", None)
-        if not isinstance(proj_out, torch.nn.Linear):
-            raise ValueError(f"layer {layer!r} has no output projection eigenedit can read")
-        o = read(proj_out.weight[:, : q.shape[0]])
     return AttentionWeights(
         name=layer,
-        q=q,
-        k=k,
+        q=read(module.to_q.weight),
+        k=read(module.to_k.weight),
         v=read(module.to_v.weight),
-        o=o,
-        heads=heads,
+        o=read(module.to_out[0].weight if o is None else o),
+        heads=module.heads,
         norm_weight=None if norm is None or norm.weight is None else read(norm.weight),
     )
 
@@ -200,13 +220,15 @@ def list_attention_layers(
     unet: torch.nn.Module,
     forward: Callable[[], object] | None = None,
     grid: tuple[int, int] | None = None,
+    read: WeightReader | None = None,
 ) -> list[AttentionLayer]:
     """Every self-attention layer with its channels, heads and resolution.
 
     The resolution is read from one dry forward pass: ``forward()`` where given (models with more inputs, such
     as SDXL), else one at ``config.sample_size`` (cross-attention UNets get one dummy text token); it is None where
     that pass is not possible. ``grid``: the image token grid (h, w) of a transformer backbone, given to every
-    layer whose resolution the pass does not tell.
+    layer whose resolution the pass does not tell. ``read(layer)``: how the model reads a layer's weights (its
+    ``attention_weights``; default ``read_attention_weights``).
     """
     modules = self_attention_modules(unet)
     shapes: dict[str, tuple[int, ...]] = {}
@@ -246,7 +268,7 @@ def list_attention_layers(
                 h.remove()
     layers = []
     for name, module in modules.items():
-        w = read_attention_weights(unet, name)
+        w = read_attention_weights(unet, name) if read is None else read(name)
         res = _resolution(name, shapes, isinstance(module, Attention)) or grid
-        layers.append(AttentionLayer(name, w.channels, w.heads, w.head_dim, res, projections(module)))
+        layers.append(AttentionLayer(name, w.channels, w.heads, w.head_dim, res))
     return layers

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as serialize
 
 from eigenedit.core import cache as direction_cache
-from eigenedit.core.attention import DEFAULT_LAYER, read_attention_weights
+from eigenedit.core.attention import DEFAULT_LAYER, WeightReader, read_attention_weights
 from eigenedit.core.factorize import factorize, random_directions
 from eigenedit.core.io import atomic_write
 from eigenedit.core.topk import factorize_top, use_fast_solver
@@ -139,15 +139,21 @@ def compute_directions(
     k: int | None = None,
     solver: str = "auto",
     cache: bool = True,
+    read: WeightReader | None = None,
 ) -> Directions:
     """Directions of one decomposition of one self-attention layer (``random`` gives the control set).
 
     k: keep only the top k (None: all). solver: "full" (float64 eigh/SVD of the whole matrix), "fast" (float32
     block Krylov for the top k, ``core.topk``), or "auto": fast where k is small against the channels.
     cache: reuse the result for identical weights (``core.cache``: in memory, and on disk where a folder is set).
+    read: how the model reads the layer's weights (``model.attention_weights``; default ``read_attention_weights``
+    on ``unet``, which refuses the layers only their model can read: SD3.5's and Flux's).
     """
     fast = decomposition != "random" and use_fast_solver(solver, k, unet, layer)
-    weights = read_attention_weights(unet, layer, torch.float32 if fast else torch.float64, copy=not fast)
+    dtype = torch.float32 if fast else torch.float64
+    weights = (
+        read_attention_weights(unet, layer, dtype, copy=not fast) if read is None else read(layer, dtype, not fast)
+    )
     if decomposition == "random":
         vectors = random_directions(weights.channels, weights.channels, seed=0)[:k]
         values = torch.zeros(len(vectors), dtype=torch.float64)

@@ -1,14 +1,14 @@
 """Sampling and inversion for flow-matching models (SD3, Flux): Euler on the velocity, reverse Euler ODE.
 
-A flow-matching model (``model.flow_matching``) predicts the velocity v = noise - x0 of
-x_sigma = (1 - sigma) x0 + sigma noise, with timesteps t = 1000 sigma; it provides ``set_timesteps(num_steps)``
-(the sigmas its pipeline uses, e.g. Flux's resolution-dependent shift) and ``predict_velocity(x, t)`` (with
-guidance). ``sample`` takes the Euler steps of the model's own FlowMatchEulerDiscreteScheduler,
-x <- x + (sigma_next - sigma) v, so it reproduces the diffusers pipeline; an edit is active at steps with
-t >= t_edit (t_edit = 500: sigma >= 0.5), as for DDIM. ``invert`` runs the same ODE backwards from the clean
-latents (sigma = 0) to noise (sigma = 1): x_{i} = x_{i+1} + (sigma_i - sigma_{i+1}) v(x_{i+1}, t_i), the velocity
-taken at the target step's timestep and the current point (the flow analogue of DDIM inversion); its error
-shrinks with the step size. ``eigenedit.core.sampling.sample`` and ``invert`` dispatch here.
+A flow-matching model (``model.flow_matching``; ``eigenedit.core.model.FlowModel``) predicts the velocity
+v = noise - x0 of x_sigma = (1 - sigma) x0 + sigma noise, with timesteps t = 1000 sigma; it provides
+``set_timesteps(num_steps)`` (the sigmas its pipeline uses, e.g. Flux's resolution-dependent shift) and
+``predict_velocity(x, t)`` (with guidance). ``sample`` takes the Euler steps of the model's own
+FlowMatchEulerDiscreteScheduler, x <- x + (sigma_next - sigma) v, so it reproduces the diffusers pipeline; an edit
+is active at steps with t >= t_edit (t_edit = 500: sigma >= 0.5), as for DDIM. ``invert`` runs the same ODE
+backwards from the clean latents (sigma = 0) to noise (sigma = 1): x_{i} = x_{i+1} + (sigma_i - sigma_{i+1})
+v(x_{i+1}, t_i), the velocity taken at the target step's timestep and the current point (the flow analogue of DDIM
+inversion); its error shrinks with the step size. ``eigenedit.core.sampling.sample`` and ``invert`` dispatch here.
 """
 
 from __future__ import annotations
@@ -30,29 +30,12 @@ from eigenedit.core.operators import (
 )
 
 if TYPE_CHECKING:
-    from eigenedit.models.base import DiffusionModel
-
-# edit locations whose output tuple starts with the text stream (output[0] is what an operator edits)
-TEXT_FIRST_BLOCKS = ("JointTransformerBlock", "FluxTransformerBlock", "FluxSingleTransformerBlock")
-
-
-def is_flow_model(model: DiffusionModel) -> bool:
-    return bool(getattr(model, "flow_matching", False))
-
-
-def check_location(model: DiffusionModel, location: str) -> None:
-    """Refuse a joint block as edit location: its output is (text, image), and operators edit the first."""
-    module = get_module(model.unet, location)
-    if type(module).__name__ in TEXT_FIRST_BLOCKS:
-        raise ValueError(
-            f"edit location {location!r} is a {type(module).__name__}, whose output starts with the text stream; "
-            f"edit the image stream at its attention ({location}.attn) or at {location}.ff where it has one"
-        )
+    from eigenedit.core.model import FlowModel
 
 
 @torch.no_grad()
 def sample(
-    model: Any, x_t: torch.Tensor, num_steps: int = 28, edit: Any = None, progress: bool = False
+    model: FlowModel, x_t: torch.Tensor, num_steps: int = 28, edit: Any = None, progress: bool = False
 ) -> torch.Tensor:
     """Euler sampling from noise ``x_t`` (sigma = 1) to latents, optionally with an ``sampling.Edit``."""
     timesteps = model.set_timesteps(num_steps)
@@ -67,7 +50,8 @@ def sample(
                 f"the {edit.operator} operator is not supported yet on flow-matching models (SD3, Flux); "
                 f"use {' or '.join(operator_names(flow=True))}"
             )
-        check_location(model, edit.location)
+        get_module(model.unet, edit.location)
+        model.check_edit_location(edit.location)  # the backbone's own refusals (joint blocks)
         op = make_operator(model, edit.operator, edit.directions, edit.alphas, edit.location, edit.cg_steps)
     with op:
         for t in tqdm(timesteps, desc="Euler", disable=not progress, leave=False):
@@ -78,7 +62,7 @@ def sample(
 
 
 @torch.no_grad()
-def invert(model: Any, latents: torch.Tensor, num_steps: int = 28, progress: bool = False) -> torch.Tensor:
+def invert(model: FlowModel, latents: torch.Tensor, num_steps: int = 28, progress: bool = False) -> torch.Tensor:
     """Reverse Euler ODE: clean latents (sigma = 0) -> noise (sigma = 1) that ``sample`` maps back to them."""
     timesteps = model.set_timesteps(num_steps)
     sigmas = model.scheduler.sigmas.to(model.device)

@@ -24,7 +24,7 @@ from eigenedit.core.operators import (
 )
 
 if TYPE_CHECKING:
-    from eigenedit.models.base import DiffusionModel
+    from eigenedit.core.model import EditableModel
 
 
 @dataclass
@@ -54,24 +54,24 @@ class Edit:
             raise ValueError("alpha must be a finite number (got NaN or inf)")
 
 
-def noise_from_seeds(model: DiffusionModel, seeds: Sequence[int]) -> torch.Tensor:
+def noise_from_seeds(model: EditableModel, seeds: Sequence[int]) -> torch.Tensor:
     """x_T for each seed, independent of how seeds are batched."""
     shape = model.sample_shape
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def _alpha_bar(model: DiffusionModel, t: int) -> torch.Tensor:
+def _alpha_bar(model: EditableModel, t: int) -> torch.Tensor:
     sched = model.scheduler
     return sched.alphas_cumprod[t] if t >= 0 else sched.final_alpha_cumprod
 
 
-def _step_ratio(model: DiffusionModel) -> int:
+def _step_ratio(model: EditableModel) -> int:
     return model.scheduler.config.num_train_timesteps // model.scheduler.num_inference_steps
 
 
 @torch.no_grad()
 def sample(
-    model: DiffusionModel,
+    model: EditableModel,
     x_t: torch.Tensor,
     num_steps: int = 50,
     edit: Edit | None = None,
@@ -82,7 +82,7 @@ def sample(
     Latent models (``model.latent``) return latents: ``model.decode`` turns them into images. Flow-matching
     models (SD3, Flux) take Euler steps on their velocity instead (``eigenedit.core.flow``).
     """
-    if flow.is_flow_model(model):
+    if model.flow_matching:
         return flow.sample(model, x_t, num_steps, edit, progress)
     sched = model.scheduler
     sched.set_timesteps(num_steps)
@@ -103,7 +103,7 @@ def sample(
     return x if model.latent else x.clamp(-1, 1)
 
 
-def asymmetric_step(model: DiffusionModel, eps_edit, eps_plain, t: int, x: torch.Tensor) -> torch.Tensor:
+def asymmetric_step(model: EditableModel, eps_edit, eps_plain, t: int, x: torch.Tensor) -> torch.Tensor:
     """Asyrp's asymmetric reverse process: x0 from the edited eps, the noise direction from the plain eps."""
     a_t, a_prev = _alpha_bar(model, t), _alpha_bar(model, t - _step_ratio(model))
     x0 = (x - (1 - a_t).sqrt() * eps_edit) / a_t.sqrt()
@@ -113,10 +113,10 @@ def asymmetric_step(model: DiffusionModel, eps_edit, eps_plain, t: int, x: torch
 
 
 @torch.no_grad()
-def invert(model: DiffusionModel, images: torch.Tensor, num_steps: int = 50, progress: bool = False) -> torch.Tensor:
+def invert(model: EditableModel, images: torch.Tensor, num_steps: int = 50, progress: bool = False) -> torch.Tensor:
     """DDIM inversion: images in [-1, 1] (latents, ``model.encode(images)``, for latent models) -> x_T that
     ``sample`` maps back to (approximately) the input. Flow-matching models: the reverse Euler ODE."""
-    if flow.is_flow_model(model):
+    if model.flow_matching:
         return flow.invert(model, images, num_steps, progress)
     sched = model.scheduler
     sched.set_timesteps(num_steps)
@@ -153,7 +153,7 @@ def batched(n: int, batch_size: int) -> Iterator[slice]:
 
 @torch.no_grad()
 def edit_images(
-    model: DiffusionModel,
+    model: EditableModel,
     x_t: torch.Tensor,
     directions: Directions,
     alphas: torch.Tensor,

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from eigenedit.core.attention import DEFAULT_LAYER, list_attention_layers, read_attention_weights
+from eigenedit.core.attention import DEFAULT_LAYER
 from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS, random_directions
@@ -406,7 +406,7 @@ def _time(fn, repeats: int) -> float:
 def method_specs(model: DiffusionModel, cfg: EvalConfig) -> list[dict]:
     """Every weight decomposition to evaluate: each layer merged, plus heads and fold-norm of the first layer
     (the mid-block attention where the UNet has one)."""
-    layers = list(cfg.layers or [layer.name for layer in list_attention_layers(model.unet)])
+    layers = list(cfg.layers or [layer.name for layer in model.attention_layers()])
     specs = [
         {"layer": layer, "decomposition": d, "head": None, "fold_norm": False}
         for layer in layers
@@ -414,7 +414,7 @@ def method_specs(model: DiffusionModel, cfg: EvalConfig) -> list[dict]:
     ]
     if cfg.per_head and layers:
         first = DEFAULT_LAYER if DEFAULT_LAYER in layers else layers[0]
-        heads = read_attention_weights(model.unet, first).heads
+        heads = model.attention_weights(first).heads
         if heads > 1:
             specs += [
                 {"layer": first, "decomposition": d, "head": h, "fold_norm": False}
@@ -548,10 +548,12 @@ def run_evaluation(
     record("random", "control", rand, 0.0)
     for spec in method_specs(model, cfg):
         args = (model.unet, spec["layer"], spec["decomposition"], spec["head"], spec["fold_norm"])
-        dirs = compute_directions(*args)
+        dirs = compute_directions(*args, read=model.attention_weights)
         if len(dirs) < cfg.k or dirs.dim != channels:
             continue
-        discovery = _time(lambda args=args: compute_directions(*args, **UNCACHED), cfg.timing_repeats)
+        discovery = _time(
+            lambda args=args: compute_directions(*args, read=model.attention_weights, **UNCACHED), cfg.timing_repeats
+        )
         record(spec_name(spec), "attention", dirs.top(cfg.k), discovery, {"spec": spec})
 
     if "pca-h" in cfg.baselines:
@@ -606,7 +608,7 @@ def evaluate_locations(
         probe = probe_for_model(model.model_id)
     elif isinstance(probe, str):
         probe = load_probe(probe)
-    attention_layers = {layer.name for layer in list_attention_layers(model.unet)}
+    attention_layers = {layer.name for layer in model.attention_layers()}
     runs = []
     for i, location in enumerate(locations):
         baselines = cfg.baselines if i == 0 else tuple(b for b in cfg.baselines if b != "pullback")
@@ -704,7 +706,7 @@ def _edit_timing(model: DiffusionModel, cfg: EvalConfig, test: SeedSet, alpha: f
     """Median seconds of plain sampling vs an edit, for one batch of the test seeds."""
     x = test.x[: cfg.batch_size]
     layer = next((s["layer"] for s in method_specs(model, cfg)), None)
-    dirs = compute_directions(model.unet, layer).top(1) if layer else None
+    dirs = compute_directions(model.unet, layer, read=model.attention_weights).top(1) if layer else None
     if dirs is None or dirs.dim != channels:
         dirs = Directions(random_directions(1, channels, seed=1).float(), torch.zeros(1), {})
     alphas = torch.full((len(x), 1), alpha)

@@ -1,9 +1,10 @@
 """The ADM UNet of openai/guided-diffusion (also used by openai/consistency_models) in plain PyTorch.
 
 Module and parameter names follow guided-diffusion's ``unet.py`` so that its state dicts load as they are
-(``input_blocks.11.1.qkv.weight``, ``middle_block.1.proj_out.bias``, ...). Every ``AttentionBlock`` exposes
-``attention_weights(name)`` with the fused qkv projection split per head in the block's own head order, which
-is what eigenedit's decompositions read.
+(``input_blocks.11.1.qkv.weight``, ``middle_block.1.proj_out.bias``, ...). Every ``AttentionBlock`` is an
+``eigenedit.core.attention.OwnAttention``: ``attention_weights(name)`` gives the fused qkv projection split per
+head in the block's own head order, which is what eigenedit's decompositions read, and ``forward_with`` runs the
+block with an edited attention (the ``spectral`` operator).
 
 Head orders of the fused qkv projection (3C output channels, heads H, head size d = C / H):
 - legacy (``QKVAttentionLegacy``, guided-diffusion's default): channels are grouped by head first; head h owns
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
-from eigenedit.core.attention import AttentionWeights
+from eigenedit.core.attention import Attend, AttentionWeights
 
 ADM_CONFIG_FILE = "adm_config.json"  # marks a guided-diffusion checkpoint folder
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
@@ -276,6 +277,31 @@ class AttentionBlock(nn.Module):
         if isinstance(self.proj_out, nn.Conv2d):
             a = a.reshape(b, c, *spatial)
         return x + self.proj_out(a).reshape(x.shape)
+
+    def forward_with(self, x: torch.Tensor, attend: Attend) -> torch.Tensor:
+        """``forward`` with ``attend(tokens, q, k, v, heads, scale) -> (head outputs, extra)`` in place of the
+        attention: tokens (B, N, C), q/k/v (B, N, C) in the block's head order, ``extra`` (B, N, C) or 0.0 added
+        after proj_out (eigenedit's ``spectral`` operator runs the block this way)."""
+        b, c, *spatial = x.shape
+        h = self.norm(x)
+        if isinstance(self.qkv, nn.Conv1d):
+            h = h.reshape(b, c, -1)
+        qkv = self.qkv(h).reshape(b, 3 * c, -1)
+        heads, length = self.num_heads, qkv.shape[-1]
+        if self.use_new_attention_order:
+            q, k, v = qkv.chunk(3, dim=1)
+        else:
+            per_head = qkv.reshape(b, heads, 3, c // heads, length)
+            q, k, v = (per_head[:, :, i].reshape(b, c, length) for i in range(3))
+        tokens = h.reshape(b, c, length).transpose(1, 2)
+        out, extra = attend(tokens, *(t.transpose(1, 2) for t in (q, k, v)), heads, (c // heads) ** -0.5)
+        a = out.transpose(1, 2)
+        if isinstance(self.proj_out, nn.Conv2d):
+            a = a.reshape(b, c, *spatial)
+        y = self.proj_out(a).reshape(b, c, length)
+        if not isinstance(extra, float):
+            y = y + extra.transpose(1, 2)
+        return x + y.reshape(x.shape)
 
     def attention_weights(self, name: str = "") -> AttentionWeights:
         """W_q, W_k, W_v (inner, C) with head h in rows [h*d, (h+1)*d), and W_o (C, inner); float64 copies."""

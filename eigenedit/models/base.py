@@ -13,7 +13,13 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 from eigenedit.core import operators
-from eigenedit.core.attention import get_attention_module
+from eigenedit.core.attention import (
+    AttentionLayer,
+    AttentionWeights,
+    get_attention_module,
+    list_attention_layers,
+    read_attention_weights,
+)
 from eigenedit.core.defaults import read_edit_defaults
 from eigenedit.core.factorize import DECOMPOSITIONS
 
@@ -30,6 +36,10 @@ class DiffusionModel:
     prediction_type: str = "epsilon"  # what the UNet outputs; ``predict_eps`` converts it
     edit_defaults: dict = field(default_factory=dict)  # from the model folder's eigenedit.json, if any
     latent: ClassVar[bool] = False  # True where the UNet works on VAE latents (see ``encode`` / ``decode``)
+    # capabilities (eigenedit.core.model.EditableModel); the adapters that have them say so
+    flow_matching: ClassVar[bool] = False  # True: a velocity model (set_timesteps, predict_velocity)
+    conditional: ClassVar[bool] = False  # True: takes a prompt (set_prompt)
+    default_guidance: ClassVar[float | None] = None  # the guidance scale of a conditional model
 
     def unet_output(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The UNet's raw output on (x, t); conditional models add their conditioning (and guidance) here."""
@@ -80,6 +90,24 @@ class DiffusionModel:
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """The output of ``sampling.sample`` -> images in [-1, 1]."""
         return x.clamp(-1, 1)
+
+    def set_prompt(self, prompt: str = "", negative_prompt: str = "", guidance_scale: float | None = None) -> None:
+        """Conditional models take a prompt; this one does not."""
+        raise ValueError(f"{self.model_id!r} is unconditional: it takes no prompt")
+
+    def set_difficulty(self, difficulty: int) -> None:
+        """The terrain model's difficulty input; other models have none."""
+        raise ValueError(
+            f"--difficulty needs the terrain model (terrain128); {self.model_id!r} has no difficulty input"
+        )
+
+    def attention_layers(self) -> list[AttentionLayer]:
+        """Every self-attention layer with its channels, heads and (from one dry forward pass) resolution."""
+        return list_attention_layers(self.unet)
+
+    def attention_weights(self, layer: str, dtype: torch.dtype = torch.float64, copy: bool = True) -> AttentionWeights:
+        """The projections of one self-attention layer (``read_attention_weights``: diffusers modules, ADM blocks)."""
+        return read_attention_weights(self.unet, layer, dtype, copy)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the diffusers layout (unet/, scheduler/) that ``load_model`` reads."""

@@ -28,14 +28,21 @@ image stream; a joint block's own output starts with the text stream and is refu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from diffusers import DDIMScheduler
 
-from eigenedit.core.attention import AttentionLayer, default_layer, list_attention_layers
+from eigenedit.core.attention import (
+    AttentionLayer,
+    AttentionWeights,
+    default_layer,
+    diffusers_weights,
+    list_attention_layers,
+    qk_norm_scales,
+)
 from eigenedit.models.base import DiffusionModel, pickle_refusal, quiet_diffusers, read_model_defaults
 
 PIPELINE_INDEX = "model_index.json"
@@ -51,7 +58,7 @@ class PipelineModel(DiffusionModel):
     guidance_scale: float | None = None  # None: the family's default_guidance
     size: tuple[int, int] | None = None  # latent (h, w); None: the denoiser's sample_size or the pipeline default
     latent: ClassVar[bool] = True
-    flow_matching: ClassVar[bool] = False
+    conditional: ClassVar[bool] = True
     default_guidance: ClassVar[float] = 7.5
     _cond: dict | None = field(default=None, repr=False)
 
@@ -131,7 +138,7 @@ class PipelineModel(DiffusionModel):
 
     def attention_layers(self) -> list[AttentionLayer]:
         """Every self-attention layer with its channels, heads and image token grid (or UNet resolution)."""
-        return list_attention_layers(self.unet, grid=self.token_grid)
+        return list_attention_layers(self.unet, grid=self.token_grid, read=self.attention_weights)
 
     def _vae_shift(self) -> float:
         return getattr(self.vae.config, "shift_factor", None) or 0.0
@@ -184,7 +191,7 @@ class StableDiffusionXLModel(PipelineModel):
 
     def attention_layers(self) -> list[AttentionLayer]:
         x = torch.zeros(1, *self.sample_shape, device=self.device, dtype=self.dtype)
-        return list_attention_layers(self.unet, forward=lambda: self.unet_output(x, 0))
+        return list_attention_layers(self.unet, forward=lambda: self.unet_output(x, 0), read=self.attention_weights)
 
     def unet_output(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         cond, batch = self.conditioning(), x.shape[0]
@@ -289,10 +296,39 @@ class FlowMatchingModel(PipelineModel):
     sigma noise; timesteps are sigma * 1000. ``eigenedit.core.flow`` samples and inverts it."""
 
     flow_matching: ClassVar[bool] = True
+    # edit locations whose output tuple starts with the text stream (output[0] is what an operator edits)
+    text_first_blocks: ClassVar[tuple[str, ...]] = (
+        "JointTransformerBlock",
+        "FluxTransformerBlock",
+        "FluxSingleTransformerBlock",
+    )
 
     def set_timesteps(self, num_steps: int) -> torch.Tensor:
         """Set the scheduler's sigmas for ``num_steps`` as the pipeline does; return its timesteps."""
         raise NotImplementedError
+
+    def check_edit_location(self, location: str) -> None:
+        """Refuse a joint block as edit location: its output is (text, image), and operators edit the first."""
+        module = self.unet.get_submodule(location)
+        if type(module).__name__ in self.text_first_blocks:
+            raise ValueError(
+                f"edit location {location!r} is a {type(module).__name__}, whose output starts with the text stream; "
+                f"edit the image stream at its attention ({location}.attn) or at {location}.ff where it has one"
+            )
+
+    def attention_layers(self) -> list[AttentionLayer]:
+        """As for every pipeline, with the projections a joint attention layer decomposes: the image stream's
+        to_q/to_k/to_v/to_out (``image q,k,v,o``), not the text stream's add_*_proj."""
+        return [replace(la, projections=self.projections(la.name)) for la in super().attention_layers()]
+
+    def projections(self, layer: str) -> str:
+        return "image q,k,v,o"
+
+    def attention_weights(self, layer: str, dtype: torch.dtype = torch.float64, copy: bool = True) -> AttentionWeights:
+        """The image stream's projections, with the scales of the per-head RMS norms on q and k (SD3.5, Flux)
+        folded into W_q and W_k, so that qk is the logits' bilinear form up to each token's normalisation (and,
+        with rotary embeddings, at zero relative offset)."""
+        return fold_qk_norms(diffusers_weights(self.unet, layer, dtype, copy), self.unet.get_submodule(layer))
 
     def predict_velocity(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         raise NotImplementedError
@@ -380,6 +416,24 @@ class FluxModel(FlowMatchingModel):
     def guided(self) -> bool:
         return False  # guidance is a model input (distilled), not two passes
 
+    def projections(self, layer: str) -> str:
+        """Single-stream blocks: text and image tokens share to_q/to_k/to_v, and the output projection is the
+        attention part of the block's proj_out."""
+        return "joint q,k,v; o=proj_out" if self._single_stream(layer) else "image q,k,v,o"
+
+    def _single_stream(self, layer: str) -> bool:
+        return layer.startswith("single_transformer_blocks.")
+
+    def attention_weights(self, layer: str, dtype: torch.dtype = torch.float64, copy: bool = True) -> AttentionWeights:
+        """As SD3's; in a single-stream block, W_o is the first inner columns of the block's proj_out (it acts on
+        concat(attention, mlp))."""
+        if not self._single_stream(layer):
+            return super().attention_weights(layer, dtype, copy)
+        module = self.unet.get_submodule(layer)
+        proj_out = self.unet.get_submodule(layer.rpartition(".")[0]).proj_out
+        o = proj_out.weight[:, : module.to_q.weight.shape[0]]
+        return fold_qk_norms(diffusers_weights(self.unet, layer, dtype, copy, o=o), module)
+
     def set_timesteps(self, num_steps: int) -> torch.Tensor:
         import numpy as np
 
@@ -427,6 +481,18 @@ class FluxModel(FlowMatchingModel):
             return_dict=False,
         )[0]
         return self.unpack(out)
+
+
+def fold_qk_norms(weights: AttentionWeights, module: torch.nn.Module) -> AttentionWeights:
+    """``weights`` with the learned scales of ``module``'s per-head q and k norms multiplied into W_q and W_k."""
+
+    def fold(matrix: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        if scale is None or matrix.shape[0] % scale.numel():
+            return matrix
+        return matrix * scale.detach().to(matrix.dtype).repeat(matrix.shape[0] // scale.numel())[:, None]
+
+    scale_q, scale_k = qk_norm_scales(module)
+    return replace(weights, q=fold(weights.q, scale_q), k=fold(weights.k, scale_k))
 
 
 FAMILIES: dict[str, type[PipelineModel]] = {

@@ -44,14 +44,18 @@ class StableDiffusionModel(DiffusionModel):
     negative_prompt: str = ""
     guidance_scale: float = DEFAULT_GUIDANCE
     latent: ClassVar[bool] = True
+    conditional: ClassVar[bool] = True
+    default_guidance: ClassVar[float] = DEFAULT_GUIDANCE
     _embeddings: torch.Tensor | None = field(default=None, repr=False)  # (2, L, D): [negative; prompt]
 
     def __post_init__(self) -> None:
         if self.vae is None or self.text_encoder is None or self.tokenizer is None:
             raise ValueError("a Stable Diffusion model needs a VAE, a text encoder and a tokenizer")
 
-    def set_prompt(self, prompt: str = "", negative_prompt: str = "", guidance_scale: float = DEFAULT_GUIDANCE) -> None:
-        """The text every later ``predict_eps`` is conditioned on; guidance_scale <= 1 turns guidance off."""
+    def set_prompt(self, prompt: str = "", negative_prompt: str = "", guidance_scale: float | None = None) -> None:
+        """The text every later ``predict_eps`` is conditioned on; guidance_scale <= 1 turns guidance off (None:
+        DEFAULT_GUIDANCE)."""
+        guidance_scale = DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale
         if not isinstance(guidance_scale, int | float) or not math.isfinite(guidance_scale):
             raise ValueError(f"guidance scale must be a finite number, got {guidance_scale!r}")
         self.prompt, self.negative_prompt, self.guidance_scale = prompt, negative_prompt, float(guidance_scale)

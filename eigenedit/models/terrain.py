@@ -405,17 +405,25 @@ def read_onnx_model(path: str | Path, prefix: str = "network.") -> tuple[ADMUNet
     return network.eval().requires_grad_(False), _preconditioning(graph)
 
 
+class TerrainModel(DiffusionModel):
+    """The terrain consistency model: a ``DiffusionModel`` whose UNet (``EDMConsistencyUNet``) takes a difficulty."""
+
+    def set_difficulty(self, difficulty: int) -> None:
+        """Condition every later prediction on ``difficulty``, a whole number from 1 to 100."""
+        self.unet.difficulty = difficulty
+
+
 def load_terrain_model(
     path: str | Path | None = None, device: str = "cpu", difficulty: int = DEFAULT_DIFFICULTY
-) -> DiffusionModel:
-    """``terrain128``: the package's bundled model (or an ONNX file at ``path``) as an eigenedit DiffusionModel."""
+) -> TerrainModel:
+    """``terrain128``: the package's bundled model (or an ONNX file at ``path``) as an eigenedit model."""
     try:
         network, preconditioning = read_onnx_model(bundled_onnx_path() if path is None else path)
     except FileNotFoundError as err:  # one line through the CLI, like every other unknown model
         raise ValueError(str(err)) from None
     unet = EDMConsistencyUNet(network, preconditioning, difficulty).to(device)
     model_id = MODEL_NAME if path is None else str(path)
-    return DiffusionModel(unet, terrain_scheduler(unet), model_id, "sample", dict(TERRAIN_EDIT_DEFAULTS))
+    return TerrainModel(unet, terrain_scheduler(unet), model_id, "sample", dict(TERRAIN_EDIT_DEFAULTS))
 
 
 # ---------------------------------------------------------------------------------------------- heights

@@ -20,7 +20,7 @@ import torch
 
 if TYPE_CHECKING:
     from eigenedit.core.directions import Directions
-    from eigenedit.models.base import DiffusionModel
+    from eigenedit.core.model import EditableModel
 
 
 def direction_field(h: torch.Tensor, vectors: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def get_module(unet: torch.nn.Module, location: str) -> torch.nn.Module:
     return modules[location]
 
 
-def hidden_at(model: DiffusionModel, location: str, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+def hidden_at(model: EditableModel, location: str, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
     """The output of module ``location`` (its first tensor) in one UNet forward pass on (x, t).
 
     Under classifier-free guidance the UNet runs on [unconditional; conditional] copies of x: this returns the
@@ -105,7 +105,7 @@ def hidden_at(model: DiffusionModel, location: str, x: torch.Tensor, t: int | to
 
 
 @torch.no_grad()
-def location_dims(model: DiffusionModel, location: str) -> tuple[int, int]:
+def location_dims(model: EditableModel, location: str) -> tuple[int, int]:
     """(channels, values per sample) of the output of ``location``, from one dry forward pass."""
     h = hidden_at(model, location, torch.zeros(1, *model.sample_shape, device=model.device, dtype=model.dtype), 0)
     return (h.shape[1] if h.ndim == 4 else h.shape[-1]), h[0].numel()
@@ -140,12 +140,12 @@ class HiddenShift:
 
 
 def build_shift(
-    model: DiffusionModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
+    model: EditableModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
 ) -> HiddenShift:
     return HiddenShift(get_module(model.unet, location), directions.vectors, alphas, shift_hidden)
 
 
 def build_scale(
-    model: DiffusionModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
+    model: EditableModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
 ) -> HiddenShift:
     return HiddenShift(get_module(model.unet, location), directions.vectors, alphas, scale_hidden)

@@ -19,7 +19,7 @@ from eigenedit.core.operators.xspace import build_xspace
 
 if TYPE_CHECKING:
     from eigenedit.core.directions import Directions
-    from eigenedit.models.base import DiffusionModel
+    from eigenedit.core.model import EditableModel
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def check_finite(x: torch.Tensor, alphas: torch.Tensor | None) -> None:
 
 
 def make_operator(
-    model: DiffusionModel, operator: str, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
+    model: EditableModel, operator: str, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
 ):
     """The operator object ``sampling.sample`` drives (see the module docstring)."""
     return operator_spec(operator).build(model, directions, alphas, location, cg_steps)

@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from diffusers.models.attention_processor import Attention
 
+from eigenedit.core.attention import AttentionWeights, OwnAttention, get_attention_module
 from eigenedit.core.directions import Directions
 from eigenedit.core.operators.hidden import batch_alphas
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from eigenedit.core.attention import AttentionWeights
-    from eigenedit.models.base import DiffusionModel
+    from eigenedit.core.model import EditableModel
 
 
 @dataclass
@@ -111,14 +112,8 @@ def random_modes(directions: Directions, weights: AttentionWeights, seed: int = 
 class Spectral:
     """``spectral``: adds the modes, weighted by alphas (B, k), to one attention layer while ``active``."""
 
-    def __init__(self, unet: torch.nn.Module, directions: Directions, alphas: torch.Tensor):
-        from eigenedit.core.attention import get_attention_module, read_attention_weights
-
-        layer = directions.metadata.get("layer")
-        if not layer:
-            raise ValueError("spectral needs directions that name their attention layer (metadata 'layer')")
-        self.module = get_attention_module(unet, layer)
-        self.modes = layer_modes(directions, read_attention_weights(unet, layer))
+    def __init__(self, module: torch.nn.Module, modes: Modes, alphas: torch.Tensor):
+        self.module, self.modes = module, modes
         self.alphas, self.active, self.handle, self.base = alphas, False, None, None
 
     def attend(self, x, q, k, v, heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor | float]:
@@ -181,41 +176,21 @@ class Spectral:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-    def _adm_hook(self, module, args, output):
-        """ADM ``AttentionBlock``: x + proj_out(attention(qkv(norm(x)))), recomputed with ``attend``."""
+    def _own_hook(self, module: OwnAttention, args, output):
+        """An ``OwnAttention`` module (ADM's ``AttentionBlock``) recomputed with ``attend``."""
         if not self.active or not self.alphas.any():
             return output
-        x = args[0]
-        b, c, *spatial = x.shape
-        h = module.norm(x)
-        if isinstance(module.qkv, torch.nn.Conv1d):
-            h = h.reshape(b, c, -1)
-        qkv = module.qkv(h).reshape(b, 3 * c, -1)
-        heads, length = module.num_heads, qkv.shape[-1]
-        if module.use_new_attention_order:
-            q, k, v = qkv.chunk(3, dim=1)
-        else:
-            per_head = qkv.reshape(b, heads, 3, c // heads, length)
-            q, k, v = (per_head[:, :, i].reshape(b, c, length) for i in range(3))
-        tokens = h.reshape(b, c, length).transpose(1, 2)
-        out, extra = self.attend(tokens, *(t.transpose(1, 2) for t in (q, k, v)), heads, (c // heads) ** -0.5)
-        a = out.transpose(1, 2)
-        if isinstance(module.proj_out, torch.nn.Conv2d):
-            a = a.reshape(b, c, *spatial)
-        y = module.proj_out(a).reshape(b, c, length)
-        if not isinstance(extra, float):
-            y = y + extra.transpose(1, 2)
-        return self._splice(x + y.reshape(x.shape), lambda: output)
+        return self._splice(module.forward_with(args[0], self.attend), lambda: output)
 
     def move(self, x: torch.Tensor, t: int) -> torch.Tensor:
         return x
 
     def __enter__(self) -> Spectral:
-        if hasattr(self.module, "set_processor"):
+        if isinstance(self.module, Attention):
             self.base = self.module.processor
             self.module.set_processor(self)
-        elif hasattr(self.module, "qkv") and hasattr(self.module, "proj_out"):
-            self.handle = self.module.register_forward_hook(self._adm_hook)
+        elif isinstance(self.module, OwnAttention):
+            self.handle = self.module.register_forward_hook(self._own_hook)
         else:
             raise ValueError(f"spectral is not supported for attention modules of type {type(self.module).__name__}")
         return self
@@ -228,6 +203,10 @@ class Spectral:
 
 
 def build_spectral(
-    model: DiffusionModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
+    model: EditableModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
 ) -> Spectral:
-    return Spectral(model.unet, directions, alphas)
+    layer = directions.metadata.get("layer")
+    if not layer:
+        raise ValueError("spectral needs directions that name their attention layer (metadata 'layer')")
+    module = get_attention_module(model.unet, layer)
+    return Spectral(module, layer_modes(directions, model.attention_weights(layer)), alphas)

@@ -15,14 +15,14 @@ from eigenedit.core.operators.hidden import direction_field, get_module
 
 if TYPE_CHECKING:
     from eigenedit.core.directions import Directions
-    from eigenedit.models.base import DiffusionModel
+    from eigenedit.core.model import EditableModel
 
 
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the edit location's output is known."""
 
 
-def hidden_prefix(model: DiffusionModel, location: str, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+def hidden_prefix(model: EditableModel, location: str, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
     """Like ``hidden_at``, but the forward pass stops at ``location`` (a gradient then flows only through the
     part of the UNet before it)."""
     store = {}
@@ -44,7 +44,7 @@ def hidden_prefix(model: DiffusionModel, location: str, x: torch.Tensor, t: int 
 class XSpace:
     """``xspace``: at every edited step, x_t += |alpha| * ||x_t|| * g / ||g||, g = J^T U (see the docstring)."""
 
-    def __init__(self, model: DiffusionModel, location: str, vectors: torch.Tensor, alphas: torch.Tensor, cg_steps=0):
+    def __init__(self, model: EditableModel, location: str, vectors: torch.Tensor, alphas: torch.Tensor, cg_steps=0):
         self.model, self.location, self.vectors, self.alphas, self.cg_steps = model, location, vectors, alphas, cg_steps
         self.active = False
 
@@ -109,7 +109,7 @@ class XSpace:
 
 
 def build_xspace(
-    model: DiffusionModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
+    model: EditableModel, directions: Directions, alphas: torch.Tensor, location: str, cg_steps: int = 0
 ) -> XSpace:
     get_module(model.unet, location)
     return XSpace(model, location, directions.vectors, alphas, cg_steps)
