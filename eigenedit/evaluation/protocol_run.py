@@ -635,7 +635,7 @@ def figure(result: dict, path: Path) -> None:
 
 def write(result: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"protocol_{result['model']}"
+    stem = out_dir / f"protocol_{result.get('model_run', result['model'])}"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
     paths[0].write_text(json.dumps(result, indent=1, default=float) + "\n")
     paths[1].write_text(markdown(result))
@@ -643,20 +643,90 @@ def write(result: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
+MARKERS = ("<!-- protocol-results:start -->", "<!-- protocol-results:end -->")
+
+
+def summary_table(results: list[dict]) -> str:
+    """One row per model: its best weight row beside the random distribution, and the best ceiling row."""
+    lines = [
+        "| model | best weight edit (test blocks 1 / 2) | rho | random abs rho p95 | off-target | p (best of m) | "
+        "precise | supervised ceiling (precise) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        row = best_row(result)
+        ceiling = [r for r in result["ceiling"] if r["precise"]]
+        ceil = ", ".join(f"{r['attribute']} ({r['operator']})" for r in ceiling) or "none"
+        if row is None:
+            lines.append(f"| `{result.get('model_run', result['model'])}` | no row | | | | | | {ceil} |")
+            continue
+        b = row["blocks"]
+
+        def each(key, spec, b=b):
+            return " / ".join(_f(x[key], spec) for x in b)
+
+        name = result.get("model_run", result["model"])
+        lines.append(
+            f"| `{name}` | {row['operator']}, {row['source']} #{row['index']} of `{row['layer']}`: "
+            f"{'+' if row['sign'] > 0 else '-'}{row['attribute']} | {each('rho', '+.2f')} | "
+            f"{each('random_abs_rho_p95', '.2f')} | {each('off_target_ratio', '.1f')} | {each('p_value', '.3f')} | "
+            f"{'**yes**' if row['precise'] else 'no'} | {ceil} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def update_summary(results_dir: Path, readme: Path) -> None:
+    """Rewrite the table between the README's protocol markers from every results/protocol_*.json."""
+    results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("protocol_*.json"))]
+    text = readme.read_text()
+    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    readme.write_text(text[:start] + "\n" + summary_table(results) + text[end:])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m eigenedit.evaluation.protocol_run", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="a shipped model with a probe (faces64, terrain128, shapes32, fashion32)")
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="only rewrite the results table in these files from results/protocol_*.json",
+    )
     parser.add_argument("--quick", action="store_true", help="every code path on a few seeds (about a minute)")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--write-defaults", type=Path, default=None, help="write the chosen eigenedit.json here")
     parser.add_argument("--num-threads", type=int, default=None)
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="OPERATOR:LAYER:LOCATION",
+        help="only these groups of the model's plan (repeatable); results get a name suffix",
+    )
     args = parser.parse_args(argv)
+    if args.summary is not None:
+        for path in args.summary:
+            update_summary(args.output_dir, path)
+            print(f"wrote the protocol table of {path}")
+        return
+    if not args.model:
+        parser.error("--model is required (or --summary README)")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     plan = plan_for(args.model, args.quick)
+    if args.group:
+        groups = [tuple(g.split(":")) for g in args.group]
+        unknown = [g for g in groups if len(g) != 3 or g[0] not in NOMINAL]
+        if unknown:
+            parser.error(f"--group must be OPERATOR:LAYER:LOCATION with an operator of {', '.join(NOMINAL)}")
+        plan = replace(plan, groups=groups, full_groups=len(groups))
     result = run(plan)
+    if args.group:
+        result["model_run"] = result["model"] + "-" + "-".join(g[0] + "@" + g[2] for g in plan.groups)
     for p in write(result, args.output_dir):
         print(f"wrote {p}")
     if args.write_defaults is not None:
