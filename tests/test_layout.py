@@ -1,4 +1,5 @@
-"""The package layout follows the pipeline, and no module imports one that imports it back."""
+"""The package layout follows the pipeline: layers import only downward (also under TYPE_CHECKING), and no module
+imports one that imports it back."""
 
 import ast
 from pathlib import Path
@@ -51,9 +52,50 @@ def test_cycle_finder_sees_a_cycle():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 
 
+# which layers each layer may import: core <- models <- evaluation <- apps, with the procedural datasets (data)
+# beside models and training beside evaluation; only apps imports apps ("": eigenedit/__init__.py)
+LAYERS = ("core", "models", "data", "evaluation", "training", "apps")
+ALLOWED = {
+    "core": {"core"},
+    "models": {"core", "models"},
+    "data": {"core", "data"},
+    "evaluation": {"core", "models", "data", "evaluation"},
+    "training": {"core", "models", "data", "training"},
+    "apps": set(LAYERS),
+    "": set(LAYERS) - {"apps"},
+}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else ""
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, dependency) pairs where a layer imports one it may not (``ALLOWED``)."""
+    return sorted((m, d) for m, deps in graph.items() for d in deps if layer_of(d) not in ALLOWED[layer_of(m)])
+
+
 def test_pipeline_folders():
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert {"core", "models", "data", "evaluation", "apps", "training"} <= folders
-    graph = import_graph()
-    core_deps = {d for m, deps in graph.items() if m.startswith("eigenedit.core") for d in deps}
-    assert not {d for d in core_deps if d.startswith(("eigenedit.apps", "eigenedit.evaluation"))}
+    assert set(LAYERS) <= folders
+
+
+def test_layers_import_only_downward():
+    assert upward_imports(import_graph()) == []
+
+
+def test_upward_imports_are_seen():
+    graph = {
+        "eigenedit.core.sampling": {"eigenedit.models.base"},
+        "eigenedit.models.base": {"eigenedit.evaluation.metrics", "eigenedit.core.attention"},
+        "eigenedit.evaluation.metrics": {"eigenedit.apps.cli"},
+        "eigenedit.apps.cli": {"eigenedit.apps.guards", "eigenedit.evaluation.metrics"},
+        "eigenedit": {"eigenedit.apps.ui"},
+    }
+    assert upward_imports(graph) == [
+        ("eigenedit", "eigenedit.apps.ui"),
+        ("eigenedit.core.sampling", "eigenedit.models.base"),
+        ("eigenedit.evaluation.metrics", "eigenedit.apps.cli"),
+        ("eigenedit.models.base", "eigenedit.evaluation.metrics"),
+    ]

@@ -178,10 +178,28 @@ def test_callbacks_refresh_and_preview(state):
 
 
 def test_build_app(state):
+    """The page starts on the model's own defaults: its layer, operator, preview steps and slider range, one
+    slider per shown direction, and its events wired."""
     gr = pytest.importorskip("gradio")
     from eigenedit.apps.ui import build_app
+    from eigenedit.core import operators
 
-    assert isinstance(build_app(state, "shapes32"), gr.Blocks)
+    demo = build_app(state, "shapes32")
+    assert isinstance(demo, gr.Blocks)
+    d = state.defaults("shapes32")
+    components = list(demo.blocks.values())
+    by_label = {getattr(c, "label", None): c for c in components}
+    layer, operator = by_label["self-attention layer"], by_label["edit operator"]
+    assert layer.value == d["layer"] and [value for _, value in layer.choices] == d["layers"]
+    assert operator.value == d["operator"] and [value for _, value in operator.choices] == list(operators.OPERATORS)
+    assert (
+        by_label["DDIM steps"].value == d["preview_steps"] and by_label["edit at timesteps t >="].value == d["t_edit"]
+    )
+    sliders = [c for c in components if isinstance(c, gr.Slider) and str(c.label).startswith("direction ")]
+    assert len(sliders) == N_SLIDERS and {(s.minimum, s.maximum) for s in sliders} == {
+        (-d["alpha_max"], d["alpha_max"])
+    }
+    assert len(demo.fns) > 0
 
 
 def test_cli_without_gradio_says_how_to_install(monkeypatch, capsys):
