@@ -1,4 +1,4 @@
-"""``eigenedit`` command line: layers, directions, edit, sweep, invert, evaluate, ui, batch, train."""
+"""``eigenedit`` command line: layers, directions, edit, sweep, invert, evaluate, ui, batch, export-lora, train."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from eigenedit.apps import lora_cli
 from eigenedit.apps.arguments import (
     common_parser,
     parse_alpha,
@@ -257,23 +258,25 @@ def cmd_edit(args) -> None:
     model = open_model(args)
     tiles = 1 if not args.compare else 2 if args.image is None else 3
     check_output_size(model.image_shape, 1, tiles, args.scale, "--scale")
+    loras = lora_cli.read_loras(args, model, default=1.0)
     dirs = get_directions(args, model)
-    terms = args.edit or [(0, 1.0)]
+    terms = args.edit or [(0, 0.0 if loras else 1.0)]  # --lora alone: the LoRA's edit only
     chosen = dirs.select([i for i, _ in terms])
     alphas = torch.tensor([[a for _, a in terms]])
     x_t, image = starting_noise(args, model)
-    edited = sampling.edit_images(
-        model,
-        x_t,
-        chosen,
-        alphas,
-        args.steps,
-        args.t_edit,
-        args.location,
-        args.asymmetric,
-        progress=True,
-        operator=args.operator,
-    )
+    with lora_cli.merged(model, loras):
+        edited = sampling.edit_images(
+            model,
+            x_t,
+            chosen,
+            alphas,
+            args.steps,
+            args.t_edit,
+            args.location,
+            args.asymmetric,
+            progress=True,
+            operator=args.operator,
+        )
     tiles = edited = model.decode(edited)
     if args.compare:
         plain = model.decode(sampling.sample(model, x_t, args.steps))
@@ -288,25 +291,30 @@ def cmd_edit(args) -> None:
 
 def cmd_sweep(args) -> None:
     check_writable(args.output, IMAGE_FORMATS)
+    lora_cli.prepare_sweep(args)
     model = open_model(args)
+    loras = lora_cli.read_loras(args, model)
+    if lora_cli.sweeps_sliders(loras):  # --lora FILE without a weight: its sliders are the rows
+        return lora_cli.sweep_sliders(args, model, loras, starting_noise)
     check_output_size(model.image_shape, args.k, len(args.alphas), args.scale, "--scale, -k or --alphas")
     dirs = maybe_label(args, model, get_directions(args, model).top(args.k))
     x_t, _ = starting_noise(args, model)
     alphas = sampling.sweep_alphas(len(dirs), args.alphas)
     start = time.perf_counter()
-    images = sampling.edit_images(
-        model,
-        x_t.expand(len(alphas), -1, -1, -1),
-        dirs,
-        alphas,
-        args.steps,
-        args.t_edit,
-        args.location,
-        args.asymmetric,
-        args.batch_size,
-        progress=True,
-        operator=args.operator,
-    )
+    with lora_cli.merged(model, loras):
+        images = sampling.edit_images(
+            model,
+            x_t.expand(len(alphas), -1, -1, -1),
+            dirs,
+            alphas,
+            args.steps,
+            args.t_edit,
+            args.location,
+            args.asymmetric,
+            args.batch_size,
+            progress=True,
+            operator=args.operator,
+        )
     images = model.decode(images)
     elapsed = time.perf_counter() - start
     values, labels = dirs.values.tolist(), dirs.labels
@@ -420,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", type=parse_term, action="append", metavar="INDEX:ALPHA", help="repeat to compose")
     p.add_argument("--compare", action="store_true", help="put the unedited image (and input) beside the edit")
     p.add_argument("-o", "--output", default="edit.png", help="the output image: .png, .jpg or .webp")
+    lora_cli.add_lora_option(p)
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("sweep", parents=[common, dirs, sampling, label], help="grid: top-k directions x alphas -> PNG")
@@ -431,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated, e.g. --alphas=-2,0,2",
     )
     p.add_argument("-o", "--output", default="sweep.png", help="the output grid: .png, .jpg or .webp")
+    lora_cli.add_lora_option(p, sweep=True)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("invert", parents=[common, sampling], help="DDIM-invert an image and report PSNR")
@@ -478,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ui)
 
     add_batch_parser(sub, [common])
+    lora_cli.add_export_parser(sub, [common, dirs], open_model, get_directions)
 
     p = sub.add_parser("train", help="train a model (shapes, or --dataset fashion-mnist; see --help)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
