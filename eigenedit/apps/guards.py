@@ -121,8 +121,8 @@ def check_output_size(image_shape: tuple[int, int, int], rows: int, cols: int, s
     have = available_memory()
     if have is not None and need > have:
         raise ValueError(
-            f"the output ({out_w}x{out_h} pixels) needs about {need / 2**30:.1f} GiB of memory, and "
-            f"{have / 2**30:.1f} GiB are available: lower {lower}"
+            f"the output ({out_w}x{out_h} pixels) needs about {need / 2**20:,.0f} MB of memory, and "
+            f"{have / 2**20:,.0f} MB are available: lower {lower}"
         )
 
 

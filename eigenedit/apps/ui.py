@@ -731,16 +731,18 @@ def launch(
     """Load ``model`` (errors before any server starts), build the page and serve it until interrupted (Ctrl+C or
     SIGTERM); then the temporary folder with the uploads, gradio's cache and the downloads is removed.
     ``allow_pickle``: every model the page loads may have pickle weights (``load_model``)."""
-    require_gradio()
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be in 1..65535, got {port}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     state = EditorState(loader=functools.partial(load_model, allow_pickle=allow_pickle))
-    # uploads and gradio's cache go into the state's temporary folder (read when the page and server are built)
+    # uploads and gradio's cache go into the state's temporary folder: set before gradio is imported (some of its
+    # folders are fixed then) and before the page and server are built
+    before = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(state.workdir / "gradio")
     demo = None
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
+        require_gradio()
         state.model(model)
         demo = build_app(state, model, steps)
         try:
@@ -754,6 +756,10 @@ def launch(
         if demo is not None:
             demo.close()
         state.close()
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
 
 
 def _stop(signum, frame) -> None:

@@ -254,9 +254,9 @@ class AttentionBlock(nn.Module):
     ):
         super().__init__()
         if num_head_channels == -1:
-            self.num_heads = num_heads
             if channels % num_heads:
                 raise ValueError(f"channels {channels} are not divisible by num_heads {num_heads}")
+            self.num_heads = num_heads
         else:
             if channels % num_head_channels:
                 raise ValueError(f"channels {channels} are not divisible by num_head_channels {num_head_channels}")
