@@ -1,18 +1,16 @@
 """Which choices make weight directions work: edit strength, edit timesteps, where n is added, and training length.
 
-    python benchmarks/ablation.py [--models shapes32 PATH...] [--alphas 1 2 4] [--t-edits 0 500]
+    python -m benchmarks.ablation [--models shapes32 PATH...] [--alphas 1 2 4] [--t-edits 0 500]
 
 For every model x location x alpha x t_edit, evaluates the four decompositions (merged heads) of the attention
 layer at that location (of the mid-block attention when the location is not an attention layer), h-space PCA
-and the random control on the same seeds. Writes results/ablation.{json,md} and copies the table into README.md.
+and the random control on the same seeds. Writes results/ablation.{json,md}.
 """
 
 import argparse
 import itertools
 import json
 from pathlib import Path
-
-from readme_section import replace_section
 
 from eigenedit.core.attention import list_attention_layers
 from eigenedit.evaluation.evaluate import EvalConfig, run_evaluation
@@ -84,7 +82,7 @@ def main() -> None:
 
 
 def write_table(output_dir: Path) -> None:
-    """Render results/ablation.json as Markdown (also into README.md)."""
+    """Render results/ablation.json as Markdown."""
     data = json.loads((output_dir / "ablation.json").read_text())
     rows = data["rows"]
     lines = [
@@ -99,7 +97,6 @@ def write_table(output_dir: Path) -> None:
         cells = {r["method"]: f"{r['monotonic']} / {r['mean_effect']:.2f} / {r['mean_valid_rate']:.2f}" for r in group}
         lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells.get(m, "-") for m in methods) + " |")
     (output_dir / "ablation.md").write_text("\n".join(lines) + "\n")
-    replace_section("ablation", "\n".join(lines))
     print("\n".join(lines))
 
 

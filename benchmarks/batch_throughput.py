@@ -1,6 +1,6 @@
 """Throughput of ``eigenedit batch`` with 1 vs 2 processes on the shipped model (CPU, gloo).
 
-    python benchmarks/batch_throughput.py [--seeds 32] [--steps 20] [--repeats 3] [--json results/batch.json]
+    python -m benchmarks.batch_throughput [--seeds 32] [--steps 20] [--repeats 3] [--json results/batch.json]
 
 Each run edits ``seeds`` seeds x 2 edits into a fresh folder. Configurations (threads per process set through
 OMP_NUM_THREADS / MKL_NUM_THREADS, so each uses the same number of cores in all): 1 process x 2 threads, 2

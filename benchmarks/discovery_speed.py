@@ -6,7 +6,7 @@ full decomposition, on random-initialised copies of two architectures (no downlo
 - a Flux-shaped transformer scaled in width (FluxTransformer2DModel with Flux.1's 19 double-stream and 38
   single-stream blocks and 24 heads, head dimension 32 instead of 128: 768 channels instead of 3072).
 
-    python benchmarks/discovery_speed.py [--repeats 5] [-k 5 10] [--threads N] [--skip-full]
+    python -m benchmarks.discovery_speed [--repeats 5] [-k 5 10] [--threads N] [--skip-full]
 
 Each timing is one call of ``compute_directions`` per layer with k, cold (the in-memory cache cleared, no disk
 cache), including reading and hashing the weights; the median of ``--repeats`` runs in this one process is

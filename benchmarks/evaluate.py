@@ -1,17 +1,15 @@
 """Interpretability and speed of every direction finder on a model (default shapes32), in one run.
 
-    python benchmarks/evaluate.py [--model shapes32] [--output-dir results] [any `eigenedit evaluate` option]
+    python -m benchmarks.evaluate [--model shapes32] [--output-dir results] [any `eigenedit evaluate` option]
 
 Without seed options it selects on seeds 0-7 and reports on test seeds 1000-1031 (``SEEDS``). Writes
-results/evaluation.{json,md,png} and copies the table into README.md (between the results markers).
+results/evaluation.{json,md,png}.
 ``--report-only`` re-renders the tables from results/evaluation.json without re-running anything.
 """
 
 import json
 import sys
 from pathlib import Path
-
-from readme_section import replace_section
 
 from eigenedit.apps.cli import main
 from eigenedit.evaluation.evaluate import resummarize
@@ -30,6 +28,4 @@ if __name__ == "__main__":
         code = 0
     else:
         code = main(["evaluate", *args])
-    if code == 0:
-        replace_section("results", (out / "evaluation.md").read_text())
     sys.exit(code)

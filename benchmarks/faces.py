@@ -2,7 +2,7 @@
 attribute statistics read by the probe, attention spectra (trained vs init), DDIM-inversion PSNR, and how much the
 UNet depends on h-space (zeroing sensitivity of the mid-block vs each attention layer).
 
-    python benchmarks/faces.py --checkpoint training/faces64/checkpoint --out eigenedit/pretrained/faces64
+    python -m benchmarks.faces --checkpoint training/faces64/checkpoint --out eigenedit/pretrained/faces64
 
 The probe is trained by ``python -m eigenedit.data.faces --output OUT/probe`` (copied from --probe if given).
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
 
+from benchmarks.model_card import relative_change, spectra_rows, spectrum_stats, write_card
 from eigenedit.core import sampling
 from eigenedit.core.attention import list_attention_layers
 from eigenedit.data import faces
@@ -25,9 +25,6 @@ from eigenedit.evaluation.evaluate import zeroing_sensitivity
 from eigenedit.evaluation.metrics import frechet_distance, ssim
 from eigenedit.models import load_model
 from eigenedit.training import export_pipeline
-
-sys.path.insert(0, str(Path(__file__).parent))
-from model_card import relative_change, spectra_rows, spectrum_stats, write_card  # noqa: E402
 
 RENDER_SEED = 777_000_000  # renders compared with samples (disjoint from training batches and probe test renders)
 

@@ -9,7 +9,7 @@ area, brightness, width, height in units of their std over the test set) and the
 directions, h-space PCA and Park et al.'s pullback. Test photo i plays seed i: selection photos (which choose the
 recommended defaults) and test photos (every reported number) are disjoint.
 
-    python benchmarks/fashion.py --checkpoint training/fashion32/checkpoint --out eigenedit/pretrained/fashion32
+    python -m benchmarks.fashion --checkpoint training/fashion32/checkpoint --out eigenedit/pretrained/fashion32
 """
 
 from __future__ import annotations
@@ -17,28 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_card import relative_change, spectrum_stats  # noqa: E402
-from readme_section import replace_section  # noqa: E402
-
-from eigenedit.apps.arguments import parse_seeds  # noqa: E402
-from eigenedit.core import sampling  # noqa: E402
-from eigenedit.core.directions import compute_directions  # noqa: E402
-from eigenedit.core.io import atomic_write, image_grid, save_png  # noqa: E402
-from eigenedit.data import fashion  # noqa: E402
-from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations, zeroing_sensitivity  # noqa: E402
-from eigenedit.evaluation.metrics import frechet_distance, ssim  # noqa: E402
-from eigenedit.evaluation.probes import fashion_probe  # noqa: E402
-from eigenedit.evaluation.report import best_attention_method  # noqa: E402
-from eigenedit.evaluation.report import markdown as eval_markdown  # noqa: E402
-from eigenedit.models import load_model  # noqa: E402
-from eigenedit.training import export_pipeline  # noqa: E402
+from benchmarks.model_card import relative_change, spectrum_stats, write_card, write_text
+from eigenedit.apps.arguments import parse_seeds
+from eigenedit.core import sampling
+from eigenedit.core.directions import compute_directions
+from eigenedit.core.io import image_grid, save_png
+from eigenedit.data import fashion
+from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations, zeroing_sensitivity
+from eigenedit.evaluation.metrics import frechet_distance, ssim
+from eigenedit.evaluation.probes import fashion_probe
+from eigenedit.evaluation.report import best_attention_method
+from eigenedit.evaluation.report import markdown as eval_markdown
+from eigenedit.models import load_model
+from eigenedit.training import export_pipeline
 
 
 @torch.no_grad()
@@ -50,10 +46,6 @@ def predict(classifier: fashion.FashionClassifier, images: torch.Tensor) -> tupl
         feats.append(f)
         probs.append(classifier.head(f).softmax(1))
     return torch.cat(probs), torch.cat(feats)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def markdown(n: dict) -> str:
@@ -152,7 +144,6 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=4.0)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--pca-seeds", type=int, default=200)
-    p.add_argument("--no-readme", dest="readme", action="store_false", help="do not update README.md's section")
     args = p.parse_args()
     torch.manual_seed(0)
 
@@ -242,18 +233,10 @@ def main() -> None:
     write_text(args.results / "fashion.json", json.dumps(n, indent=1) + "\n")
     write_text(args.results / "fashion.md", markdown(n))
     save_png(image_grid(strip, 3, 3, grid_labels, ["-alpha", "plain", "+alpha"], scale=3), args.results / "fashion.png")
-    write_text(args.out / "numbers.json", json.dumps(n, indent=1) + "\n")
-    write_text(args.out / "README.md", card(n, state["config"]))
+    write_card(args.out, n, card(n, state["config"]), images, real, recon, "test photo", scale=3)
     n["defaults"] = chosen
     write_text(args.out / "eigenedit.json", json.dumps(n["defaults"], indent=1) + "\n")
-    save_png(image_grid(images[:64], 8, 8, scale=2), args.out / "samples.png")
-    save_png(
-        image_grid(torch.cat([real[:8], recon[:8]]), 2, 8, ["test photo", "inverted"], scale=3),
-        args.out / "inversion.png",
-    )
     print(markdown(n))
-    if args.readme:
-        replace_section("fashion", markdown(n).split("\n", 1)[1])  # without the title line
 
 
 if __name__ == "__main__":

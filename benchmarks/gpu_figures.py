@@ -1,7 +1,7 @@
 """GPU figures: edited vs plain sampling time and images/s on a Stable-Diffusion-1.5-shaped pipeline (random
 weights built from SD 1.5's configs: UNet 860M, VAE, CLIP ViT-L text encoder; no download) at 512 px in fp16.
 
-    python benchmarks/gpu_figures.py [--steps 50] [--batch-sizes 1 4 8] [--repeats 3]
+    python -m benchmarks.gpu_figures [--steps 50] [--batch-sizes 1 4 8] [--repeats 3]
 
 On a machine without a CUDA GPU it says so and exits (status 0) without measuring. ``--device cpu --resolution 64
 --steps 2`` runs the same code path on the CPU as a smoke test (float32; those figures are not GPU figures).

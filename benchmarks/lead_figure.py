@@ -2,7 +2,7 @@
 layer and decomposition chosen on selection seeds by `eigenedit evaluate`) on the first test seeds (not picked),
 beside random directions at the same strengths; one panel per seed.
 
-    python benchmarks/lead_figure.py --seeds 1000 1001 1002 --out results/lead_terrain.png
+    python -m benchmarks.lead_figure --seeds 1000 1001 1002 --out results/lead_terrain.png
 """
 
 from __future__ import annotations

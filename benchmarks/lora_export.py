@@ -1,6 +1,6 @@
 """Training-free sliders: the time to export 32 sliders of an SD-1.5-shaped UNet as one LoRA file, on this CPU.
 
-    OMP_NUM_THREADS=1 python benchmarks/lora_export.py [--repeats 3]
+    OMP_NUM_THREADS=1 python -m benchmarks.lora_export [--repeats 3]
 
 The UNet is ``discovery_speed.sd15_unet()``: UNet2DConditionModel built from SD 1.5's config with random weights
 (no download), 16 self-attention ``attn1`` layers of 320, 640 and 1280 channels. Two ways to get 32 sliders:
@@ -27,19 +27,16 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.discovery_speed import sd15_unet
 from eigenedit.core import cache, lora
 from eigenedit.core.attention import self_attention_modules
 from eigenedit.core.directions import compute_directions
-
-sys.path.insert(0, str(Path(__file__).parent))
-from discovery_speed import sd15_unet  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent.parent / "results" / "lora_export.json"
 GOAL_S = 2.0

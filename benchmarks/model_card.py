@@ -1,7 +1,7 @@
 """Measure a trained shapes model and write its model card: attention spectra (trained vs init), sample validity,
 sampling time per image, DDIM-inversion PSNR, and a grid of samples.
 
-    python benchmarks/model_card.py --checkpoint training/shapes32/checkpoint --out eigenedit/pretrained/shapes32
+    python -m benchmarks.model_card --checkpoint training/shapes32/checkpoint --out eigenedit/pretrained/shapes32
 
 The initial weights are rebuilt from the training seed and config, exactly as ``training.train`` built them.
 """
@@ -19,7 +19,7 @@ from diffusers import UNet2DModel
 from eigenedit.core import sampling
 from eigenedit.core.attention import DEFAULT_LAYER, read_attention_weights
 from eigenedit.core.factorize import factorize
-from eigenedit.core.io import image_grid, save_png
+from eigenedit.core.io import atomic_write, image_grid, save_png
 from eigenedit.data import shapes
 from eigenedit.models import load_model
 from eigenedit.training import export_pipeline
@@ -62,13 +62,29 @@ def write_card(
     out: Path, numbers: dict, text: str, samples: torch.Tensor, originals: torch.Tensor, recon: torch.Tensor,
     label: str, scale: int,
 ) -> None:  # fmt: skip
-    """A model folder's numbers.json, README.md (the card), samples.png (8x8) and inversion.png (8 + 8)."""
-    (out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
-    (out / "README.md").write_text(text)
+    """A model folder's numbers.json, README.md (the card), samples.png (8x8) and inversion.png (8 + 8): the one
+    writer of model cards (``update_card`` replaces one marked section of a card)."""
+    write_text(out / "numbers.json", json.dumps(numbers, indent=1) + "\n")
+    write_text(out / "README.md", text)
     save_png(image_grid(samples[:64], 8, 8, scale=2), out / "samples.png")
     grid = image_grid(torch.cat([originals[:8], recon[:8]]), 2, 8, [label, "inverted"], scale=scale)
     save_png(grid, out / "inversion.png")
     print(json.dumps(numbers, indent=1))
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def update_card(card: Path, start: str, end: str, section: str) -> None:
+    """Replace the card's text from marker ``start`` to ``end`` with ``section`` (which holds the markers), or
+    append ``section`` where the card has none."""
+    text = card.read_text()
+    if start in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    write_text(card, text)
 
 
 def card(n: dict, config: dict) -> str:

@@ -1,6 +1,6 @@
 """Which edit operator makes attention-weight directions edit: operator x decomposition x model, on held-out seeds.
 
-    python benchmarks/operators.py [--models shapes32 fashion32 terrain128 faces64] [--quick] [--output-dir results]
+    python -m benchmarks.operators [--models shapes32 fashion32 terrain128 faces64] [--quick] [--output-dir results]
 
 Protocol (every method is treated the same; a method is operator x direction source x layer):
 - direction sources: the weight decompositions (qk, ov-left, ov-right, qkv = SeFa with unit-norm rows, qkv-raw
@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> None:
         if probe is None:
             raise SystemExit(f"no probe for {model_id!r}: give --probe")
         result = run_model(model_id, setup_for(model_id, args.quick), probe)
-        result["command"] = "python benchmarks/operators.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        result["command"] = "python -m benchmarks.operators " + " ".join(sys.argv[1:] if argv is None else argv)
         result["date"] = time.strftime("%Y-%m-%d %H:%M")
         result["_examples"] = {"|".join(k): v for k, v in result["_examples"].items()}
         torch.save(result, parts / f"{Path(model_id).name}.pt")  # one model per part: models can run in parallel

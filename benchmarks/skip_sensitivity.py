@@ -1,6 +1,6 @@
 """Why h-space matters little: how much a UNet's images depend on its mid-block vs on its skip connections.
 
-    python benchmarks/skip_sensitivity.py [--models faces64 shapes32 FOLDER ...] [--seeds 8] [--steps 20]
+    python -m benchmarks.skip_sensitivity [--models faces64 shapes32 FOLDER ...] [--seeds 8] [--steps 20]
 
 For each model, the mean absolute pixel change (images in [0, 1]) when, at every DDIM step, (a) the mid-block
 output (h-space) is replaced by zeros (``evaluation.evaluate.zeroing_sensitivity``), (b) the skip features that

@@ -1,6 +1,6 @@
 """A sweep grid of a model's best weight directions, labelled automatically by the operators benchmark.
 
-    python benchmarks/sweep_figure.py --model faces64 [--rows 4] [--seeds 1000-1002] [--out results] [--card]
+    python -m benchmarks.sweep_figure --model faces64 [--rows 4] [--seeds 1000-1002] [--out results] [--card]
 
 Reads results/operators.json (``benchmarks/operators.py``). The rows shown are chosen on **selection seeds** only:
 per operator, the weight row (decomposition x layer, direction index, attribute, as the benchmark selected them)
@@ -16,21 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from benchmarks.model_card import update_card
+from benchmarks.operators import Runner, beats, capped, control_of, setup_for, source_directions
 from eigenedit.apps.arguments import parse_seeds
 from eigenedit.core.directions import Directions
 from eigenedit.core.io import image_grid
 from eigenedit.evaluation.probes import Probe, probe_for_model
 from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.registry import SHIPPED_MODELS
-
-sys.path.insert(0, str(Path(__file__).parent))
-from operators import Runner, beats, capped, control_of, setup_for, source_directions  # noqa: E402
 
 CARD_START, CARD_END = "<!-- edits:start -->", "<!-- edits:end -->"
 
@@ -138,15 +136,6 @@ def card_section(model_id: str, rows: list[dict], result: dict, seeds: list[int]
     return "\n".join(lines)
 
 
-def update_card(card: Path, section: str) -> None:
-    text = card.read_text()
-    if CARD_START in text:
-        text = text[: text.index(CARD_START)] + section + text[text.index(CARD_END) + len(CARD_END) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    card.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="faces64")
@@ -175,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.card:
         folder = SHIPPED_MODELS[args.model]
         grid.save(folder / "sweep.png")
-        update_card(folder / "README.md", card_section(args.model, rows, result, seeds))
+        update_card(folder / "README.md", CARD_START, CARD_END, card_section(args.model, rows, result, seeds))
         defaults = json.dumps(edit_defaults(rows[0], result), indent=1)
         defaults = re.sub(r"\[\s+([^\]]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", defaults)
         (folder / "eigenedit.json").write_text(defaults + "\n")

@@ -1,6 +1,6 @@
 """Terrain edits along attention-weight directions of the pretrained terrain model (adaptive-terrain-diffusion).
 
-    python benchmarks/terrain.py [--selection-seeds 0-3] [--test-seeds 1000-1015] [--layers NAME ...] [--k 3]
+    python -m benchmarks.terrain [--selection-seeds 0-3] [--test-seeds 1000-1015] [--layers NAME ...] [--k 3]
 
 A thin wrapper over the shared evaluation (``eigenedit.evaluation.evaluate``) with the terrain probe
 (``eigenedit.evaluation.probes.terrain_probe``: elevation, roughness, slope and ridge density of the heightmap in
@@ -15,15 +15,13 @@ block). Steps:
    decomposition are chosen on the selection seeds and reported with their test-seed numbers.
 3. a grid of the first test seed and the recommended defaults.
 
-Writes terrain.json, terrain.md and terrain.png to the output folder (and README.md's terrain section unless
-``--no-readme``).
+Writes terrain.json, terrain.md and terrain.png to the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -41,9 +39,6 @@ from eigenedit.evaluation.report import best_attention_method
 from eigenedit.evaluation.report import markdown as eval_markdown
 from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.terrain import bundled_onnx_path, to_heights
-
-sys.path.insert(0, str(Path(__file__).parent))
-from readme_section import replace_section  # noqa: E402
 
 CANDIDATE_LAYERS = (
     "network.input_blocks.11.1",  # 32x32, encoder
@@ -181,7 +176,6 @@ def main() -> None:
     p.add_argument("--pullback", action="store_true", help="also Park et al.'s pullback (2 test seeds; slow)")
     p.add_argument("--output-dir", type=Path, default=Path("results"))
     p.add_argument("--report-only", action="store_true", help="re-render terrain.md from terrain.json")
-    p.add_argument("--no-readme", dest="readme", action="store_false", help="do not update README.md's table")
     args = p.parse_args()
     if set(args.selection_seeds) & set(args.test_seeds):
         p.error("selection and test seeds overlap; they must be disjoint")
@@ -195,8 +189,6 @@ def main() -> None:
     table = markdown(result)
     atomic_write(args.output_dir / "terrain.md", lambda tmp: Path(tmp).write_text(table))
     print(table)
-    if args.readme:
-        replace_section("terrain", table.split("\n", 1)[1])  # without the title line
 
 
 if __name__ == "__main__":

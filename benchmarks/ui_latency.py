@@ -1,7 +1,7 @@
 """Latency of one slider move in ``eigenedit ui`` on a shipped model: server-side render time and, with selenium
 and Chromium, the browser round trip (slider input event until the new edited image is on the page).
 
-    python benchmarks/ui_latency.py [--model shapes32] [--steps 10] [--moves 10] [--no-browser]
+    python -m benchmarks.ui_latency [--model shapes32] [--steps 10] [--moves 10] [--no-browser]
 
 Prints medians over ``--moves`` moves, each to a new alpha (so no cache answers it); the unedited image, the
 directions and the model are cached, as in the UI.

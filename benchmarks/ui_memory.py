@@ -1,7 +1,7 @@
 """Memory of the web UI's server state under varied use: peak RSS after 50 renders with different seeds, layers and
 models (shapes32, fashion32, terrain128 where installed), through the same calls a slider move makes.
 
-    python benchmarks/ui_memory.py [--renders 50] [--output results/ui_memory.json]
+    python -m benchmarks.ui_memory [--renders 50] [--output results/ui_memory.json]
 
 Writes the RSS after each tenth render, the peak, and the size of every cache against its bound.
 """

@@ -99,3 +99,22 @@ def test_upward_imports_are_seen():
         ("eigenedit.evaluation.metrics", "eigenedit.apps.cli"),
         ("eigenedit.models.base", "eigenedit.evaluation.metrics"),
     ]
+
+
+def test_benchmarks_are_a_package_without_path_hacks():
+    """benchmarks/ runs as ``python -m benchmarks.NAME``: no sys.path edits, and a sibling script is imported as
+    ``benchmarks.NAME`` (a bare ``operators`` would shadow eigenedit.core.operators)."""
+    import importlib
+
+    folder = PACKAGE.parent / "benchmarks"
+    scripts = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    assert (folder / "__init__.py").is_file() and scripts
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            assert not (isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.path"), path.name
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module not in scripts, f"{path.name} imports {node.module} without 'benchmarks.'"
+            if isinstance(node, ast.Import):
+                assert not {alias.name for alias in node.names} & scripts, path.name
+    assert importlib.import_module("benchmarks.sweep_figure").Runner.__module__ == "benchmarks.operators"

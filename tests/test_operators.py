@@ -371,17 +371,11 @@ def brightness_probe():
 
 
 @pytest.mark.slow  # about a minute on one busy core
-def test_operators_benchmark_quick_run(model_dir, tmp_path, monkeypatch):
-    import importlib.util
+def test_operators_benchmark_quick_run(model_dir, tmp_path):
     import json
-    import sys
-    from pathlib import Path
 
-    path = Path(__file__).parents[1] / "benchmarks" / "operators.py"
-    spec = importlib.util.spec_from_file_location("operators_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "operators_benchmark", bench)
-    spec.loader.exec_module(bench)
+    from benchmarks import operators as bench
+
     threads = torch.get_num_threads()
     try:
         bench.main(["--quick", "--models", model_dir, "--probe", f"{__name__}:brightness_probe", "--output-dir",
