@@ -21,16 +21,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from eigenedit.data.face_canvas import BINARY, CATEGORICAL, RESOLUTION, _ellipse, _hsv, _lerp_palette
 from eigenedit.data.probe_net import ProbeNet
 
 CONTINUOUS = (
     "smile", "mouth_open", "eye_open", "eye_size", "brow_angle", "hair_color", "skin_tone", "face_width",
     "x", "y", "yaw", "bg_hue",
 )  # fmt: skip
-BINARY = ("glasses", "beard")
-CATEGORICAL = {"hair_style": ("short", "bob", "long")}
 ATTRIBUTES = (*CONTINUOUS, *BINARY, *CATEGORICAL)
-RESOLUTION = 64
 
 _SKIN = torch.tensor([[0.96, 0.83, 0.72], [0.80, 0.60, 0.45], [0.42, 0.28, 0.20]])  # light, medium, dark
 _HAIR = torch.tensor([[0.08, 0.06, 0.05], [0.40, 0.24, 0.12], [0.93, 0.80, 0.45]])  # black, brown, blond
@@ -46,25 +44,6 @@ def sample_attributes(n: int, generator: torch.Generator) -> dict[str, torch.Ten
     attrs["beard"] = (b[:, 1] < 0.3).float()
     attrs["hair_style"] = torch.randint(0, 3, (n,), generator=generator)
     return attrs
-
-
-def _lerp_palette(palette: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear colour (N, 3) along a palette's rows at t in [0, 1]."""
-    pos = t.clamp(0, 1) * (len(palette) - 1)
-    lo = pos.floor().long().clamp(max=len(palette) - 2)
-    w = (pos - lo)[:, None]
-    return palette[lo] * (1 - w) + palette[lo + 1] * w
-
-
-def _hsv(h: torch.Tensor, s: float, v: float) -> torch.Tensor:
-    k = (torch.tensor([5.0, 3.0, 1.0]) + h[:, None] * 6) % 6
-    return v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
-
-
-def _ellipse(px, py, cx, cy, rx, ry):
-    """Approximate signed distance to an ellipse (negative inside), in image units."""
-    d = torch.sqrt(((px - cx) / rx) ** 2 + ((py - cy) / ry) ** 2)
-    return (d - 1) * torch.minimum(rx, ry)
 
 
 def render(attrs: dict[str, torch.Tensor], resolution: int = RESOLUTION, supersample: int = 1) -> torch.Tensor:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eigenedit.data.faces import BINARY, CATEGORICAL, RESOLUTION, _ellipse, _hsv, _lerp_palette
+from eigenedit.data.face_canvas import BINARY, CATEGORICAL, RESOLUTION, _ellipse, _hsv, _lerp_palette
 
 CONTINUOUS = (
     "smile", "mouth_open", "eye_open", "eye_size", "brow_angle", "hair_color", "skin_tone", "face_width",

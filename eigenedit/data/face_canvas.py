@@ -1,0 +1,29 @@
+"""Drawing pieces shared by the procedural faces, v1 (``faces``) and v2 (``faces_v2``): the binary and
+categorical attributes they share, and colour and signed-distance helpers."""
+
+from __future__ import annotations
+
+import torch
+
+BINARY = ("glasses", "beard")
+CATEGORICAL = {"hair_style": ("short", "bob", "long")}
+RESOLUTION = 64
+
+
+def _lerp_palette(palette: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear colour (N, 3) along a palette's rows at t in [0, 1]."""
+    pos = t.clamp(0, 1) * (len(palette) - 1)
+    lo = pos.floor().long().clamp(max=len(palette) - 2)
+    w = (pos - lo)[:, None]
+    return palette[lo] * (1 - w) + palette[lo + 1] * w
+
+
+def _hsv(h: torch.Tensor, s: float, v: float) -> torch.Tensor:
+    k = (torch.tensor([5.0, 3.0, 1.0]) + h[:, None] * 6) % 6
+    return v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def _ellipse(px, py, cx, cy, rx, ry):
+    """Approximate signed distance to an ellipse (negative inside), in image units."""
+    d = torch.sqrt(((px - cx) / rx) ** 2 + ((py - cy) / ry) ** 2)
+    return (d - 1) * torch.minimum(rx, ry)
