@@ -80,6 +80,21 @@ def test_seeds_write_one_png_per_item_and_edit(model_dir, dfile, tmp_path, one_t
     assert np.abs(plus - minus).max() > 10  # the two edits really differ
 
 
+def test_steps_default_to_the_models_own(model_dir, dfile, tmp_path):
+    """Without --steps, batch samples with the steps of the model's eigenedit.json (as edit does), not 50;
+    --steps still overrides them."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    (folder / "eigenedit.json").write_text(json.dumps({"steps": 3}))
+    common = ("batch", "--model", folder, "--directions", dfile, "--force", "--cpu", "--seeds", "0", "--edit", "0:0.5")
+    assert run(*common, "-o", tmp_path / "own") == 0
+    assert [r["steps"] for r in manifest(tmp_path / "own")] == [3]
+    assert run(*common, "--steps", "2", "-o", tmp_path / "given") == 0
+    assert [r["steps"] for r in manifest(tmp_path / "given")] == [2]
+
+
 def test_rerun_skips_done_outputs_and_redoes_missing_or_changed_ones(model_dir, dfile, tmp_path, capsys, one_thread):
     out = tmp_path / "out"
     args = ("--seeds", "0-2", *EDITS, "--batch-size", "3")

@@ -277,7 +277,7 @@ def prepare(args, device: torch.device | str) -> Job:
     if not dfile.is_file():
         raise ValueError(f"directions file not found: {dfile}")
     model = load_model(args.model, device=str(device))
-    settings = {name: getattr(args, name, None) for name in ("location", "t_edit", "operator", "alphas")}
+    settings = {name: getattr(args, name, None) for name in ("location", "t_edit", "operator", "alphas", "steps")}
     for name, value in settings.items():
         if value is None and name == "alphas":
             settings[name] = default_alphas(model.edit_defaults, settings["operator"])
@@ -285,7 +285,7 @@ def prepare(args, device: torch.device | str) -> Job:
             settings[name] = model.edit_defaults.get(name, GENERIC_DEFAULTS[name])
     if model.image_shape[0] not in PNG_MODES:
         raise ValueError(f"cannot write {model.image_shape[0]}-channel images as PNG")
-    check_schedule(model, args.steps, settings["t_edit"])
+    check_schedule(model, settings["steps"], settings["t_edit"])
     check_output_size(model.image_shape, 1, 1, args.scale, "--scale")
     for index in args.direction or []:
         edits.extend(EditSpec((index,), (float(a),)) for a in settings["alphas"])
@@ -309,7 +309,7 @@ def prepare(args, device: torch.device | str) -> Job:
         items=items,
         edits=edits,
         output_dir=args.output_dir,
-        steps=args.steps,
+        steps=settings["steps"],
         t_edit=int(settings["t_edit"]),
         location=settings["location"],
         asymmetric=args.asymmetric,
@@ -580,7 +580,7 @@ def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.Ar
     )
     p.add_argument("--direction", type=direction_index, action="append", help="direction index; repeat")
     p.add_argument("--alphas", type=parse_alphas, default=None, help="alphas of each --direction (default: model's)")
-    p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
+    p.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default: the model's, else 50)")
     p.add_argument("--t-edit", type=int, default=None, help="edit at timesteps t >= t_edit (default: the model's)")
     p.add_argument("--location", default=None, help="module whose output is shifted (default: the model's)")
     p.add_argument("--asymmetric", action="store_true", help="Asyrp's asymmetric reverse process")
