@@ -42,6 +42,7 @@ from eigenedit.core.factorize import fix_signs, random_directions
 from eigenedit.core.io import image_grid
 from eigenedit.evaluation.baselines import collect_hidden, pca_directions, pullback_directions
 from eigenedit.evaluation.probes import Probe, load_probe, probe_for_model
+from eigenedit.evaluation.protocol import spearman
 from eigenedit.models import DiffusionModel, load_model
 
 TARGETS = (0.03, 0.06)
@@ -219,23 +220,6 @@ def calibrate(runner: Runner, method: dict, index: int, seeds: list[int], plain:
 def ladder(strength: dict[float, float]) -> list[float]:
     s3, s6 = strength[TARGETS[0]], strength[TARGETS[1]]
     return [-s6, -s3, 0.0, s3, s6]
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho (average ranks for ties); 0 where y is constant."""
-
-    def ranks(v):
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for value in np.unique(v):
-            r[v == value] = r[v == value].mean()
-        return r
-
-    rx, ry = ranks(x), ranks(y)
-    if ry.std() == 0 or rx.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def attribute_series(probe: Probe, images: torch.Tensor, plain: torch.Tensor) -> tuple[dict, torch.Tensor]:
