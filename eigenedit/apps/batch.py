@@ -458,9 +458,9 @@ def folder_lock(out: Path, wait: bool = False) -> Iterator[None]:
         if current:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         Path(path).unlink(missing_ok=True)
@@ -485,10 +485,13 @@ def start_run(job: Job, wait: bool, lock: contextlib.ExitStack) -> list[tuple[li
     """The main process's start: create and lock the output folder (held by ``lock``), clean up after an
     interrupted run and list the batches still to do."""
     out = job.output_dir
-    out.mkdir(exist_ok=True)
-    lock.enter_context(folder_lock(out, wait))
-    remove_stale_temporaries(out)
-    merge_manifest(out, job.outputs())  # parts left by an interrupted run
+    try:
+        out.mkdir(exist_ok=True)
+        lock.enter_context(folder_lock(out, wait))
+        remove_stale_temporaries(out)
+        merge_manifest(out, job.outputs())  # parts left by an interrupted run
+    except OSError as err:  # a full disk, ...
+        raise ValueError(f"cannot write in output folder {out}: {err.strerror or err}") from None
     return pending_batches(job)
 
 
@@ -517,6 +520,9 @@ def cmd_batch(args) -> None:
             pending = start_run(job, getattr(args, "wait", False), lock)
         except ValueError as err:
             lock.close()
+            if created:  # leave no empty folder behind
+                with contextlib.suppress(OSError):
+                    out.rmdir()
             error = str(err)
         else:
             todo = sum(len(t) for _, t in pending)
@@ -542,7 +548,8 @@ def cmd_batch(args) -> None:
                     write_share(job, mine, part, state.process_index, bar)
             except ValueError:  # e.g. an edit too strong (non-finite images): keep what is done, no empty folder
                 if state.num_processes == 1:
-                    merge_manifest(out, order)
+                    with contextlib.suppress(ValueError):  # a full disk: the part keeps the records for a re-run
+                        merge_manifest(out, order)
                     lock.close()
                     if created and not any(out.glob("*.png")):
                         (out / MANIFEST).unlink(missing_ok=True)
