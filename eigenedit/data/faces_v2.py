@@ -21,7 +21,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eigenedit.data.face_canvas import BINARY, CATEGORICAL, RESOLUTION, _ellipse, _hsv, _lerp_palette
+from eigenedit.data.face_canvas import (
+    BINARY,
+    CATEGORICAL,
+    RESOLUTION,
+    _ellipse,
+    _hsv,
+    _lerp_palette,
+    render_in_chunks,
+)
 
 CONTINUOUS = (
     "smile", "mouth_open", "eye_open", "eye_size", "brow_angle", "hair_color", "skin_tone", "face_width",
@@ -54,9 +62,7 @@ def sample_attributes(n: int, generator: torch.Generator) -> dict[str, torch.Ten
 
 def render(attrs: dict[str, torch.Tensor], resolution: int = RESOLUTION, supersample: int = 1) -> torch.Tensor:
     """Attributes -> images (N, 3, R, R) in [-1, 1], in chunks of 16."""
-    n = next(iter(attrs.values())).shape[0]
-    chunks = [{k: v[i : i + 16] for k, v in attrs.items()} for i in range(0, n, 16)]
-    return torch.cat([_render(c, resolution, supersample) for c in chunks])
+    return render_in_chunks(_render, attrs, resolution, supersample)
 
 
 def _render(attrs: dict[str, torch.Tensor], resolution: int, supersample: int) -> torch.Tensor:
