@@ -57,7 +57,7 @@ from eigenedit.apps.guards import (
     warn_unreached,
 )
 from eigenedit.core import operators, sampling
-from eigenedit.core.defaults import GENERIC_DEFAULTS, default_alphas
+from eigenedit.core.defaults import resolve
 from eigenedit.core.directions import Directions
 from eigenedit.core.io import DEFAULT_RESIZE, RESIZE_MODES, atomic_write, load_image, read_image, to_uint8
 from eigenedit.models import DiffusionModel, load_model
@@ -277,20 +277,16 @@ def prepare(args, device: torch.device | str) -> Job:
     if not dfile.is_file():
         raise ValueError(f"directions file not found: {dfile}")
     model = load_model(args.model, device=str(device))
-    settings = {name: getattr(args, name, None) for name in ("location", "t_edit", "operator", "alphas", "steps")}
-    for name, value in settings.items():
-        if value is None and name == "alphas":
-            settings[name] = default_alphas(model.edit_defaults, settings["operator"])
-        elif value is None:
-            settings[name] = model.edit_defaults.get(name, GENERIC_DEFAULTS[name])
+    names = ("location", "t_edit", "operator", "alphas", "steps")
+    settings = resolve(model, **{name: getattr(args, name, None) for name in names})
     if model.image_shape[0] not in PNG_MODES:
         raise ValueError(f"cannot write {model.image_shape[0]}-channel images as PNG")
-    check_schedule(model, settings["steps"], settings["t_edit"])
+    check_schedule(model, settings.steps, settings.t_edit)
     check_output_size(model.image_shape, 1, 1, args.scale, "--scale")
     for index in args.direction or []:
-        edits.extend(EditSpec((index,), (float(a),)) for a in settings["alphas"])
+        edits.extend(EditSpec((index,), (float(a),)) for a in settings.alphas)
     edits = list({e.tag: e for e in edits}.values())  # the same edit twice would write the same file
-    all_dirs = Directions.load(dfile, expect_dim=operators.location_dims(model, settings["location"]))
+    all_dirs = Directions.load(dfile, expect_dim=operators.location_dims(model, settings.location))
     check_provenance(all_dirs, dfile, model.model_id, None, getattr(args, "force", False))
     columns = sorted({i for e in edits for i in e.indices})
     directions = all_dirs.select(columns)
@@ -309,15 +305,15 @@ def prepare(args, device: torch.device | str) -> Job:
         items=items,
         edits=edits,
         output_dir=args.output_dir,
-        steps=settings["steps"],
-        t_edit=int(settings["t_edit"]),
-        location=settings["location"],
+        steps=settings.steps,
+        t_edit=int(settings.t_edit),
+        location=settings.location,
         asymmetric=args.asymmetric,
         batch_size=args.batch_size,
         scale=args.scale,
         resize=resize,
         notes=tuple(notes),
-        operator=settings["operator"],
+        operator=settings.operator,
     )
 
 
@@ -514,8 +510,7 @@ def cmd_batch(args) -> None:
         if job.notes:
             more = f" (and {len(job.notes) - 1} more)" if len(job.notes) > 1 else ""
             note(f"{job.notes[0]}{more}" + ("; --resize picks another way" if "resized" in " ".join(job.notes) else ""))
-        default_layer = job.model.edit_defaults.get("layer", GENERIC_DEFAULTS["layer"])
-        note_placement(job.directions, job.directions_file, default_layer, job.location)
+        note_placement(job.directions, job.directions_file, resolve(job.model).layer, job.location)
         try:
             pending = start_run(job, getattr(args, "wait", False), lock)
         except ValueError as err:

@@ -60,11 +60,12 @@ def open_model(args) -> DiffusionModel:
     has_schedule = hasattr(args, "steps") and hasattr(args, "t_edit")  # before the defaults fill them in
     # what the user chose (not filled in below): a --directions file must match it
     args.requested = {name: getattr(args, name, None) for name in ("layer", "decomposition", "head", "fold_norm")}
-    operator = getattr(args, "operator", None) or model.edit_defaults.get("operator", GENERIC_DEFAULTS["operator"])
-    for name, generic in GENERIC_DEFAULTS.items():
-        if getattr(args, name, None) is None:  # also options a command has no flag for (labelling uses them)
-            value = model.edit_defaults.get(name, generic)
-            setattr(args, name, defaults.default_alphas(model.edit_defaults, operator) if name == "alphas" else value)
+    given = {name: getattr(args, name, None) for name in GENERIC_DEFAULTS}
+    settings = defaults.resolve(model, **given)
+    for name, value in given.items():
+        if value is None:  # also options a command has no flag for (labelling uses them)
+            resolved = getattr(settings, name)
+            setattr(args, name, list(resolved) if name == "alphas" else resolved)
     if getattr(args, "scale", 0) is None:
         args.scale = 1 if model.latent else 4
     if has_schedule:

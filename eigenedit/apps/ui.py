@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from PIL import Image
 from eigenedit.apps.arguments import SEED_LIMIT
 from eigenedit.apps.guards import check_schedule
 from eigenedit.core import defaults, operators, sampling
-from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
 from eigenedit.core.io import MAX_IMAGE_PIXELS, read_image, save_png, to_uint8
@@ -196,10 +195,10 @@ class EditorState:
         model = self.model(name)
 
         def make() -> dict:
-            out = {key: model.edit_defaults.get(key, generic) for key, generic in GENERIC_DEFAULTS.items()}
-            out["alphas"] = defaults.default_alphas(model.edit_defaults, out["operator"])
+            settings = defaults.resolve(model)
+            out = asdict(settings) | {"alphas": list(settings.alphas)}
             out["alpha_max"] = float(max(abs(a) for a in out["alphas"]) or 1.0)
-            out["preview_steps"] = min(int(out.get("steps", DEFAULT_STEPS)), DEFAULT_STEPS)
+            out["preview_steps"] = min(int(out["steps"]), DEFAULT_STEPS)
             out["layers"] = [layer.name for layer in model.attention_layers()]
             out["timesteps"] = int(model.scheduler.config.num_train_timesteps)
             return out
@@ -208,16 +207,10 @@ class EditorState:
             return dict(self._cached(self._defaults, "defaults", name.strip(), make))
 
     def resolve(self, view: View) -> View:
-        """The view with every None filled from the model's defaults."""
-        d = self.defaults(view.model)
-        return replace(
-            view,
-            layer=view.layer or d["layer"],
-            decomposition=view.decomposition or d["decomposition"],
-            t_edit=d["t_edit"] if view.t_edit is None else int(view.t_edit),
-            operator=view.operator or d["operator"],
-            location=view.location or d["location"],
-        )
+        """The view with every None (or empty text) filled from the model's defaults (``defaults.resolve``)."""
+        given = {name: getattr(view, name) or None for name in ("layer", "decomposition", "operator", "location")}
+        settings = defaults.resolve(self.model(view.model), t_edit=view.t_edit, **given)
+        return replace(view, **{name: getattr(settings, name) for name in given}, t_edit=int(settings.t_edit))
 
     def heads(self, name: str, layer: str) -> int:
         return self.model(name).attention_weights(layer).heads

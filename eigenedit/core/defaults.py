@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eigenedit.core.attention import DEFAULT_LAYER
 from eigenedit.core.operators import REGISTRY
+
+if TYPE_CHECKING:
+    from eigenedit.core.model import EditableModel
 
 DEFAULT_OPERATOR = "shift"
 DEFAULT_LOCATION = "mid_block"  # Asyrp/Haas "h-space"
@@ -32,6 +38,37 @@ def default_alphas(edit_defaults: dict, operator: str) -> list[float]:
     if operator == edit_defaults.get("operator", DEFAULT_OPERATOR) and "alphas" in edit_defaults:
         return list(edit_defaults["alphas"])
     return list(REGISTRY[operator].default_alphas if operator in REGISTRY else GENERIC_DEFAULTS["alphas"])
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """Every edit setting an app needs, resolved (``resolve``); the fields are the keys of GENERIC_DEFAULTS."""
+
+    layer: str
+    decomposition: str
+    location: str
+    t_edit: int
+    alphas: tuple[float, ...]
+    steps: int
+    operator: str
+
+
+def resolve(model: EditableModel, **given: object) -> EditSettings:
+    """Each setting: the value given (None = not given), else the model's eigenedit.json (``model.edit_defaults``,
+    the only attribute read), else GENERIC_DEFAULTS; alphas from ``default_alphas`` of the resolved operator.
+    A name that is not a setting is a TypeError."""
+    names = [f.name for f in dataclasses.fields(EditSettings)]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise TypeError(f"resolve() got unknown settings {', '.join(unknown)}; known: {', '.join(names)}")
+    model_defaults = model.edit_defaults
+    values = {
+        name: given[name] if given.get(name) is not None else model_defaults.get(name, GENERIC_DEFAULTS[name])
+        for name in names
+    }
+    if given.get("alphas") is None:
+        values["alphas"] = default_alphas(model_defaults, values["operator"])
+    return EditSettings(**{**values, "alphas": tuple(values["alphas"])})
 
 
 def read_edit_defaults(path: str | Path) -> dict:
