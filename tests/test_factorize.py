@@ -120,3 +120,19 @@ def test_random_directions_are_unit_and_seeded():
     a, b = random_directions(5, 16, seed=1), random_directions(5, 16, seed=1)
     assert torch.equal(a, b)
     assert torch.allclose(a.norm(dim=1), torch.ones(5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["w_q", "w_k", "w_v", "w_o"])
+def test_single_matrices_give_that_matrix_alone_its_singular_vectors(name):
+    """Each matrix alone: known singular vectors planted in it and noise in the three others."""
+    c = 6
+    basis, out = orthogonal(c, 1), orthogonal(c, 2)
+    sigma = torch.tensor([6.0, 5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
+    planted = out @ torch.diag(sigma) @ basis.T  # right singular vectors: the columns of basis
+    noise = [torch.randn(c, c, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in range(4)]
+    mats = dict(zip(["w_q", "w_k", "w_v", "w_o"], noise, strict=True))
+    mats[name] = planted.T if name == "w_o" else planted  # W_o writes: its left vectors are what it writes
+    values, vectors = factorize(weights(mats["w_q"], mats["w_k"], mats["w_v"], mats["w_o"]), name)
+    assert torch.allclose(values, sigma, atol=1e-9)
+    for i in range(c):
+        assert same_direction(vectors[i], basis[:, i])

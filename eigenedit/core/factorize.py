@@ -8,6 +8,10 @@ For one head (or all heads merged) with input x in R^C:
                SeFa's recipe (genforce/sefa ``utils.factorize_weight``) applied to the three projections.
                Without the normalisation (``qkv-raw`` in benchmarks/operators.py) it measured no better, so it
                is not offered.
+- ``w_q``, ``w_k``, ``w_v``  right singular vectors of one input projection (eigenvectors of W^T W): the input
+               directions that projection is most sensitive to ("the eigenvectors of these weight matrices" read
+               as each matrix on its own).
+- ``w_o``      left singular vectors of the output projection (eigenvectors of W_o W_o^T): what it writes.
 Vectors are unit rows sorted by |value| (largest first), truncated to the numerical rank (the null space is
 arbitrary), with a fixed sign: the entry of largest magnitude is positive. Everything runs in float64.
 """
@@ -18,7 +22,8 @@ import torch
 
 from eigenedit.core.attention import AttentionWeights
 
-DECOMPOSITIONS = ("qk", "ov-left", "ov-right", "qkv")
+DECOMPOSITIONS = ("qk", "ov-left", "ov-right", "qkv", "w_q", "w_k", "w_v", "w_o")
+SINGLE_MATRICES = ("w_q", "w_k", "w_v", "w_o")
 
 
 def fix_signs(vectors: torch.Tensor) -> torch.Tensor:
@@ -50,6 +55,9 @@ def factorize(
         a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)  # SeFa: weight / norm(weight, axis=0), weight = W^T
         values, vectors = torch.linalg.eigh(a.T @ a)
         vectors = vectors.T
+    elif decomposition in SINGLE_MATRICES:
+        matrix = {"w_q": q, "w_k": k, "w_v": v, "w_o": w.o.T}[decomposition]  # (out, C): its right vectors
+        _, values, vectors = torch.linalg.svd(matrix, full_matrices=False)
     else:
         u, values, vh = torch.linalg.svd(w.o @ v)
         vectors = u.T if decomposition == "ov-left" else vh

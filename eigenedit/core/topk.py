@@ -11,6 +11,7 @@ matrix:
                 ``factorize``; ``qkv-raw`` without); its eigenpairs.
 - ``ov-left``   M = B B^T, B = W_o W_v; eigenvectors are the left singular vectors, values sqrt(eigenvalues).
 - ``ov-right``  M = B^T B; the right singular vectors.
+- ``w_q`` ...   M = W^T W for one input projection (``w_o``: M = W_o W_o^T); singular vectors of that matrix.
 
 ``top_eigh`` is a block Krylov (block Lanczos with full reorthogonalisation) solver with Rayleigh-Ritz: it grows
 an orthonormal basis V of span{X, M X, M^2 X, ...} from a fixed random block X (deterministic), and stops when
@@ -115,6 +116,11 @@ def decomposition_operator(
         return (lambda x: o @ (v @ (v.T @ (o.T @ x)))), True
     if decomposition == "ov-right":
         return (lambda x: v.T @ (o.T @ (o @ (v @ x)))), True
+    if decomposition == "w_o":
+        return (lambda x: o @ (o.T @ x)), True
+    if decomposition in ("w_q", "w_k", "w_v"):
+        m = {"w_q": q, "w_k": k, "w_v": v}[decomposition]
+        return (lambda x: m.T @ (m @ x)), True
     raise ValueError(f"unknown decomposition {decomposition!r}; choose one of {', '.join(DECOMPOSITIONS)}")
 
 
