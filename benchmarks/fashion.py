@@ -225,8 +225,9 @@ def main() -> None:
     chosen = measured_defaults(runs, args.alpha)
     dirs = compute_directions(model.unet, chosen["layer"], chosen["decomposition"]).top(3)
     x_first = inverted(model, args.test_photos[:1])
-    strip = sampling.edit_images(model, x_first.repeat(9, 1, 1, 1), dirs, sampling.sweep_alphas(3, [-args.alpha, 0.0,
-                                 args.alpha]), args.edit_steps, chosen["t_edit"], chosen["location"])  # fmt: skip
+    edit = sampling.Edit(dirs, sampling.sweep_alphas(3, [-args.alpha, 0.0, args.alpha]), t_edit=chosen["t_edit"],
+                         location=chosen["location"])  # fmt: skip
+    strip = sampling.edit_images(model, x_first.repeat(9, 1, 1, 1), edit, args.edit_steps)
     grid_labels = [f"{chosen['decomposition']} {j}" for j in range(3)]
 
     args.results.mkdir(exist_ok=True)

@@ -127,7 +127,7 @@ def main() -> int:
         alphas = torch.zeros(batch, 1) + 1.0
         plain_s = timed(lambda x=x: sampling.sample(model, x, args.steps), args.device, args.repeats)
         edit_s = timed(
-            lambda x=x, a=alphas, b=batch: sampling.edit_images(model, x, dirs.top(1), a, args.steps, batch_size=b),
+            lambda x=x, a=alphas, b=batch: sampling.edit_images(model, x, sampling.Edit(dirs.top(1), a), args.steps, b),
             args.device,
             args.repeats,
         )

@@ -15,7 +15,7 @@ from PIL import Image
 
 from eigenedit.core.directions import compute_directions
 from eigenedit.core.io import image_grid, save_png
-from eigenedit.core.sampling import edit_images, noise_from_seeds, sweep_alphas
+from eigenedit.core.sampling import Edit, edit_images, noise_from_seeds, sweep_alphas
 from eigenedit.models import load_model
 
 LAYER = "network.input_blocks.16.1"
@@ -34,8 +34,8 @@ def main() -> None:
     panels = []
     for seed in args.seeds:
         x = noise_from_seeds(model, [seed]).repeat(2 * len(ALPHAS), 1, 1, 1)
-        rows = [edit_images(model, x, dirs, sweep_alphas(2, ALPHAS), 1, 0, LAYER, batch_size=5) for dirs in
-                directions.values()]  # fmt: skip
+        rows = [edit_images(model, x, Edit(dirs, sweep_alphas(2, ALPHAS), t_edit=0, location=LAYER), 1, 5)
+                for dirs in directions.values()]  # fmt: skip
         labels = [f"{name} {i}" for name in directions for i in range(2)]
         cols = [f"seed {seed}: a={a:g}" if a == ALPHAS[0] else f"a={a:g}" for a in ALPHAS]
         panels.append(image_grid(torch.cat(rows), len(labels), len(ALPHAS), labels, cols, scale=1))

@@ -158,10 +158,9 @@ class Runner:
             )
             moved = x + x.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * v
             return self.model.decode(sampling.sample(self.model, moved, self.setup.steps))
-        edited = sampling.edit_images(
-            self.model, x, method["directions"], alphas, self.setup.steps, self.setup.t_edit, method["location"],
-            operator=method["operator"], batch_size=self.setup.batch,
-        )  # fmt: skip
+        edit = sampling.Edit(method["directions"], alphas, t_edit=self.setup.t_edit, location=method["location"],
+                             operator=method["operator"])  # fmt: skip
+        edited = sampling.edit_images(self.model, x, edit, self.setup.steps, self.setup.batch)
         return self.model.decode(edited)
 
     def basis(self, seed: int) -> torch.Tensor:
@@ -399,8 +398,8 @@ def timing(model: DiffusionModel, setup: Setup, layer: str, location: str, repea
                 sampling.sample(model, x, setup.steps)
             else:
                 alphas = torch.full((len(x), 1), NOMINAL[name] * 0.1)
-                sampling.edit_images(model, x, dirs, alphas, setup.steps, setup.t_edit, location, operator=name,
-                                     batch_size=setup.batch)  # fmt: skip
+                edit = sampling.Edit(dirs, alphas, t_edit=setup.t_edit, location=location, operator=name)
+                sampling.edit_images(model, x, edit, setup.steps, setup.batch)
             times[name].append(time.perf_counter() - start)
     medians = {k: statistics.median(v) for k, v in times.items()}
     return {"seconds": medians, "ratio": {k: v / medians["plain"] for k, v in medians.items()}, "repeats": repeats}

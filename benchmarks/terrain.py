@@ -96,9 +96,8 @@ def write_grid(model: DiffusionModel, seed: int, layer: str, alpha: float, path:
     for method in methods:
         dirs = compute_directions(model.unet, layer, method, model_id=model.model_id).top(1)
         rows = sampling.sweep_alphas(1, alphas)
-        tiles.append(
-            sampling.edit_images(model, x.expand(len(rows), -1, -1, -1), dirs, rows, 1, 0, layer, batch_size=BATCH)
-        )
+        edit = sampling.Edit(dirs, rows, t_edit=0, location=layer)
+        tiles.append(sampling.edit_images(model, x.expand(len(rows), -1, -1, -1), edit, 1, BATCH))
     images = torch.cat(tiles)  # model space: asinh of the height, which shows low relief better than metres
     lo, hi = (float(q) for q in torch.quantile(images.flatten(), torch.tensor([0.005, 0.995])))
     shown = ((images - lo) / (hi - lo)).clamp(0, 1) * 2 - 1  # greyscale stretched to the grid's 0.5..99.5%

@@ -146,7 +146,9 @@ def test_guided_diffusion_folder_loads_samples_and_edits(tmp_path) -> None:
     x = sampling.noise_from_seeds(model, [0, 1])
     dirs = compute_directions(model.unet, layer, "qk").top(1)
     plain = sampling.sample(model, x, 4)
-    edited = sampling.edit_images(model, x, dirs, torch.tensor([[0.0], [2.0]]), 4, t_edit=0, location=layer)
+    edited = sampling.edit_images(
+        model, x, sampling.Edit(dirs, torch.tensor([[0.0], [2.0]]), t_edit=0, location=layer), 4
+    )
     assert torch.equal(edited[0], plain[0]) and not torch.allclose(edited[1], plain[1])
 
     # pickle weights need the explicit opt-in, from Python and from the command line

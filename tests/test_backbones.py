@@ -128,7 +128,7 @@ def test_alpha_zero_is_the_unedited_sample_and_edits_move(family_dir):
     x = sampling.noise_from_seeds(model, [0, 1])
     plain = sampling.sample(model, x, 4)
     alphas = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
-    edited = sampling.edit_images(model, x, dirs, alphas, 4, t_edit=0, location=location)
+    edited = sampling.edit_images(model, x, sampling.Edit(dirs, alphas, t_edit=0, location=location), 4)
     assert torch.equal(edited[0], plain[0])
     assert (edited[1] - plain[1]).abs().max() > 1e-3
     assert model.decode(edited).shape == (2, 3, 16, 16)

@@ -73,7 +73,7 @@ def test_seeds_write_one_png_per_item_and_edit(model_dir, dfile, tmp_path, one_t
     model = load_model(model_dir)
     x_t = sampling.noise_from_seeds(model, [0, 0])
     dirs = Directions.load(dfile).select([0])
-    want = sampling.edit_images(model, x_t, dirs, torch.tensor([[1.0], [-1.0]]), 2)
+    want = sampling.edit_images(model, x_t, sampling.Edit(dirs, torch.tensor([[1.0], [-1.0]])), 2)
     want = batch.to_uint8(want).astype(int)
     plus, minus = (np.asarray(Image.open(out / f"seed0__d0{s}.png"), dtype=int) for s in ("+1", "-1"))
     assert np.abs(plus - want[0]).max() <= 1 and np.abs(minus - want[1]).max() <= 1
@@ -115,6 +115,22 @@ def test_rerun_skips_done_outputs_and_redoes_missing_or_changed_ones(model_dir, 
     assert run_batch(model_dir, dfile, out, *args, "--steps", "3") == 0  # other settings: all again
     assert "0 already done, 9 to write" in capsys.readouterr().out
     assert {r["steps"] for r in manifest(out)} == {3}
+
+
+def test_cg_steps_are_a_setting_of_the_outputs(model_dir, dfile, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ("--seeds", "0", "--direction", "0", "--alphas=0.01", "--operator", "xspace")
+    assert run_batch(model_dir, dfile, out, *args) == 0
+    assert [r["cg_steps"] for r in manifest(out)] == [0]
+    # a manifest written before --cg-steps existed: its outputs were made without refinement
+    old = [{k: v for k, v in r.items() if k != "cg_steps"} for r in manifest(out)]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    capsys.readouterr()
+    assert run_batch(model_dir, dfile, out, *args) == 0
+    assert "1 already done, 0 to write" in capsys.readouterr().out
+    assert run_batch(model_dir, dfile, out, *args, "--cg-steps", "2") == 0
+    assert "0 already done, 1 to write" in capsys.readouterr().out
+    assert [r["cg_steps"] for r in manifest(out)] == [2]
 
 
 def test_interrupted_run_leaves_only_complete_files_and_resumes(model_dir, dfile, tmp_path, monkeypatch, one_thread):

@@ -177,3 +177,24 @@ def test_label_uses_the_models_edit_location(model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation, "evaluate_directions", spy)
     assert run("directions", "--model", folder, "-k", "1", "--label") == 0
     assert seen == {"t_edit": 100, "location": "mid_block.attentions.0"}
+
+
+def test_cg_steps_reach_the_edit_of_edit_and_sweep(model_dir, tmp_path, monkeypatch, capsys):
+    from eigenedit.core import sampling
+
+    seen = []
+    real = sampling.edit_images
+
+    def spy(model, x_t, edit, *args, **kwargs):
+        seen.append((edit.operator, edit.cg_steps))
+        return real(model, x_t, edit, *args, **kwargs)
+
+    monkeypatch.setattr(sampling, "edit_images", spy)
+    common = ["--model", model_dir, "--steps", "2", "--operator", "xspace", "--scale", "1", "-o", tmp_path / "o.png"]
+    assert run("edit", *common, "--edit", "0:0.01", "--cg-steps", "2") == 0
+    assert run("sweep", *common, "-k", "1", "--alphas=0.01", "--cg-steps", "3") == 0
+    assert run("sweep", *common, "-k", "1", "--alphas=0.01") == 0
+    assert seen == [("xspace", 2), ("xspace", 3), ("xspace", 0)]
+    capsys.readouterr()
+    assert run("edit", *common, "--cg-steps=-1") == 2
+    assert "whole number >= 0" in capsys.readouterr().err

@@ -12,14 +12,16 @@ def dirs_for(model, k=3):
 def test_alpha_zero_is_bit_identical_to_plain_sampling(tiny_model):
     x = sampling.noise_from_seeds(tiny_model, [0, 1])
     plain = sampling.sample(tiny_model, x, 8)
-    zero = sampling.edit_images(tiny_model, x, dirs_for(tiny_model), torch.zeros(2, 3), 8, t_edit=0)
+    zero = sampling.edit_images(tiny_model, x, sampling.Edit(dirs_for(tiny_model), torch.zeros(2, 3), t_edit=0), 8)
     assert torch.equal(plain, zero)
 
 
 def test_asymmetric_alpha_zero_matches_plain(tiny_model):
     x = sampling.noise_from_seeds(tiny_model, [3])
     plain = sampling.sample(tiny_model, x, 8)
-    zero = sampling.edit_images(tiny_model, x, dirs_for(tiny_model), torch.zeros(1, 3), 8, t_edit=0, asymmetric=True)
+    zero = sampling.edit_images(
+        tiny_model, x, sampling.Edit(dirs_for(tiny_model), torch.zeros(1, 3), t_edit=0, asymmetric=True), 8
+    )
     assert torch.allclose(plain, zero, atol=1e-5)
 
 
@@ -27,16 +29,16 @@ def test_edit_changes_output_and_respects_t_edit(tiny_model):
     x = sampling.noise_from_seeds(tiny_model, [0])
     d = dirs_for(tiny_model, 1)
     plain = sampling.sample(tiny_model, x, 8)
-    edited = sampling.edit_images(tiny_model, x, d, torch.tensor([[2.0]]), 8, t_edit=0)
+    edited = sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[2.0]]), t_edit=0), 8)
     assert (edited - plain).abs().max() > 1e-3
-    never = sampling.edit_images(tiny_model, x, d, torch.tensor([[2.0]]), 8, t_edit=1000)
+    never = sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[2.0]]), t_edit=1000), 8)
     assert torch.equal(never, plain)
 
 
 def test_hook_is_removed_after_sampling_and_after_an_error(tiny_model):
     x = sampling.noise_from_seeds(tiny_model, [0])
     mid = tiny_model.unet.mid_block
-    sampling.edit_images(tiny_model, x, dirs_for(tiny_model, 1), torch.tensor([[1.0]]), 4, t_edit=0)
+    sampling.edit_images(tiny_model, x, sampling.Edit(dirs_for(tiny_model, 1), torch.tensor([[1.0]]), t_edit=0), 4)
     assert len(mid._forward_hooks) == 0
 
     def boom(*args):
@@ -45,7 +47,9 @@ def test_hook_is_removed_after_sampling_and_after_an_error(tiny_model):
     handle = tiny_model.unet.conv_out.register_forward_hook(boom)
     try:
         with pytest.raises(RuntimeError, match="boom"):
-            sampling.edit_images(tiny_model, x, dirs_for(tiny_model, 1), torch.tensor([[1.0]]), 4, t_edit=0)
+            sampling.edit_images(
+                tiny_model, x, sampling.Edit(dirs_for(tiny_model, 1), torch.tensor([[1.0]]), t_edit=0), 4
+            )
     finally:
         handle.remove()
     assert len(mid._forward_hooks) == 0
@@ -75,9 +79,9 @@ def test_composition_is_the_sum_of_directions():
 def test_composed_edit_differs_from_each_part(tiny_model):
     x = sampling.noise_from_seeds(tiny_model, [1])
     d = dirs_for(tiny_model, 2)
-    a = sampling.edit_images(tiny_model, x, d, torch.tensor([[2.0, 0.0]]), 6, t_edit=0)
-    b = sampling.edit_images(tiny_model, x, d, torch.tensor([[0.0, 2.0]]), 6, t_edit=0)
-    ab = sampling.edit_images(tiny_model, x, d, torch.tensor([[2.0, 2.0]]), 6, t_edit=0)
+    a = sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[2.0, 0.0]]), t_edit=0), 6)
+    b = sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[0.0, 2.0]]), t_edit=0), 6)
+    ab = sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[2.0, 2.0]]), t_edit=0), 6)
     assert (ab - a).abs().max() > 1e-4 and (ab - b).abs().max() > 1e-4
 
 
@@ -86,9 +90,11 @@ def test_batched_sweep_equals_one_by_one(tiny_model):
     d = dirs_for(tiny_model, 2)
     alphas = sampling.sweep_alphas(2, [-1.0, 1.0])
     assert alphas.tolist() == [[-1, 0], [1, 0], [0, -1], [0, 1]]
-    batch = sampling.edit_images(tiny_model, x.expand(4, -1, -1, -1), d, alphas, 6, t_edit=0, batch_size=3)
+    batch = sampling.edit_images(
+        tiny_model, x.expand(4, -1, -1, -1), sampling.Edit(d, alphas, t_edit=0), 6, batch_size=3
+    )
     for i in range(4):
-        single = sampling.edit_images(tiny_model, x, d, alphas[i : i + 1], 6, t_edit=0)
+        single = sampling.edit_images(tiny_model, x, sampling.Edit(d, alphas[i : i + 1], t_edit=0), 6)
         assert torch.allclose(batch[i], single[0], atol=1e-4)  # batched convs round differently
 
 
@@ -96,11 +102,11 @@ def test_bad_alphas_and_locations(tiny_model):
     x = sampling.noise_from_seeds(tiny_model, [0])
     d = dirs_for(tiny_model, 1)
     with pytest.raises(ValueError, match="finite"):
-        sampling.edit_images(tiny_model, x, d, torch.tensor([[float("nan")]]), 2)
+        sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[float("nan")]])), 2)
     with pytest.raises(ValueError, match="unknown edit location"):
-        sampling.edit_images(tiny_model, x, d, torch.tensor([[1.0]]), 2, location="nowhere")
+        sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[1.0]]), location="nowhere"), 2)
     with pytest.raises(ValueError, match="alphas must be"):
-        sampling.edit_images(tiny_model, x, d, torch.tensor([[1.0, 2.0]]), 2)
+        sampling.edit_images(tiny_model, x, sampling.Edit(d, torch.tensor([[1.0, 2.0]])), 2)
 
 
 def test_edit_at_the_attention_layer(tiny_model):
@@ -108,7 +114,7 @@ def test_edit_at_the_attention_layer(tiny_model):
     d = dirs_for(tiny_model, 1)
     plain = sampling.sample(tiny_model, x, 4)
     edited = sampling.edit_images(
-        tiny_model, x, d, torch.tensor([[1.0]]), 4, t_edit=0, location="mid_block.attentions.0"
+        tiny_model, x, sampling.Edit(d, torch.tensor([[1.0]]), t_edit=0, location="mid_block.attentions.0"), 4
     )
     assert (edited - plain).abs().max() > 1e-4
 

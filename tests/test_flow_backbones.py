@@ -33,12 +33,12 @@ def test_flow_models_refuse_asymmetric_and_text_first_locations(tmp_path_factory
     dirs = compute_directions(model.unet, "transformer_blocks.0.attn", "qk", read=model.attention_weights).top(1)
     x = sampling.noise_from_seeds(model, [0])
     with pytest.raises(ValueError, match="starts with the text stream"):
-        sampling.edit_images(model, x, dirs, torch.ones(1, 1), 2, location="transformer_blocks.0")
+        sampling.edit_images(model, x, sampling.Edit(dirs, torch.ones(1, 1), location="transformer_blocks.0"), 2)
     at_attention = {"location": "transformer_blocks.0.attn"}
     with pytest.raises(ValueError, match="asymmetric"):
-        sampling.edit_images(model, x, dirs, torch.ones(1, 1), 2, asymmetric=True, **at_attention)
+        sampling.edit_images(model, x, sampling.Edit(dirs, torch.ones(1, 1), asymmetric=True, **at_attention), 2)
     with pytest.raises(ValueError, match="not supported yet on flow-matching"):
-        sampling.edit_images(model, x, dirs, torch.ones(1, 1), 2, operator="spectral", **at_attention)
+        sampling.edit_images(model, x, sampling.Edit(dirs, torch.ones(1, 1), operator="spectral", **at_attention), 2)
     model.set_prompt("a cat", "a dog")
     with pytest.raises(ValueError, match="no negative prompt"):
         sampling.sample(model, x, 2)

@@ -66,7 +66,7 @@ def spectral(model, dirs, x: torch.Tensor, w: float, index: int = 0) -> torch.Te
     """eigenedit's spectral edit of direction ``index`` at alpha = w, active at every step (t_edit 0)."""
     alphas = torch.zeros(1, len(dirs))
     alphas[0, index] = w
-    return sampling.edit_images(model, x, dirs, alphas, STEPS, t_edit=0, operator="spectral")
+    return sampling.edit_images(model, x, sampling.Edit(dirs, alphas, t_edit=0, operator="spectral"), STEPS)
 
 
 @pytest.mark.parametrize(("layer", "decomposition", "head"), [(MID, "qkv", None), (UP, "ov-left", 0)])

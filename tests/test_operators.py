@@ -29,11 +29,16 @@ def directions(model, decomposition="qk", k=2, layer=LAYER):
 def test_alpha_zero_is_identical_for_every_operator(tiny_model, operator):
     x = sampling.noise_from_seeds(tiny_model, [0, 1])
     plain = sampling.sample(tiny_model, x, 6)
-    zero = sampling.edit_images(tiny_model, x, directions(tiny_model), torch.zeros(2, 2), 6, 0, operator=operator)
+    zero = sampling.edit_images(
+        tiny_model, x, sampling.Edit(directions(tiny_model), torch.zeros(2, 2), t_edit=0, operator=operator), 6
+    )
     assert torch.equal(plain, zero)
     # a batch where only the second row is edited leaves the first row as it was
     mixed = sampling.edit_images(
-        tiny_model, x, directions(tiny_model), torch.tensor([[0.0, 0.0], [0.5, 0.0]]), 6, 0, operator=operator
+        tiny_model,
+        x,
+        sampling.Edit(directions(tiny_model), torch.tensor([[0.0, 0.0], [0.5, 0.0]]), t_edit=0, operator=operator),
+        6,
     )
     assert torch.equal(mixed[0], plain[0])
     assert (mixed[1] - plain[1]).abs().max() > 1e-4
@@ -59,8 +64,12 @@ def test_the_registry_decides_every_operator_check(tiny_model, monkeypatch):
     spec = registry.OperatorSpec("twist", (-3.0, 3.0), flow=False, asymmetric=False, build=build)
     monkeypatch.setitem(registry.REGISTRY, "twist", spec)
     dirs, x = directions(tiny_model), sampling.noise_from_seeds(tiny_model, [0])
-    twisted = sampling.edit_images(tiny_model, x, dirs, torch.tensor([[0.5, 0.0]]), 2, 0, operator="twist")
-    shifted = sampling.edit_images(tiny_model, x, dirs, torch.tensor([[0.5, 0.0]]), 2, 0, operator="shift")
+    twisted = sampling.edit_images(
+        tiny_model, x, sampling.Edit(dirs, torch.tensor([[0.5, 0.0]]), t_edit=0, operator="twist"), 2
+    )
+    shifted = sampling.edit_images(
+        tiny_model, x, sampling.Edit(dirs, torch.tensor([[0.5, 0.0]]), t_edit=0, operator="shift"), 2
+    )
     assert built == ["mid_block"] and torch.equal(twisted, shifted)  # its builder made a shift
     assert defaults.default_alphas({}, "twist") == [-3.0, 3.0]
     with pytest.raises(ValueError, match=r"edits the UNet \(shift, scale, spectral\), not twist"):
@@ -178,7 +187,12 @@ def test_spectral_on_adm_blocks_removes_the_ov_mode(new_order):
 def test_spectral_refuses_non_attention_directions(tiny_model):
     pca = Directions(torch.eye(16)[:1], torch.ones(1), {"decomposition": "pca-h"})
     with pytest.raises(ValueError, match="spectral needs directions"):
-        sampling.edit_images(tiny_model, torch.randn(1, 3, 16, 16), pca, torch.ones(1, 1), 2, 0, operator="spectral")
+        sampling.edit_images(
+            tiny_model,
+            torch.randn(1, 3, 16, 16),
+            sampling.Edit(pca, torch.ones(1, 1), t_edit=0, operator="spectral"),
+            2,
+        )
 
 
 def test_random_modes_keep_the_strengths_of_the_weight_modes(tiny_model):
@@ -252,7 +266,9 @@ def test_xspace_direction_matches_finite_differences_and_leaves_no_grad():
     assert not moved.requires_grad
     step = (moved - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
     assert torch.allclose(step, torch.tensor([1.0, 2.0], dtype=torch.float64))
-    out = sampling.edit_images(model, x, dirs, alphas * 0.01, 4, 500, "mid_block", operator="xspace")
+    out = sampling.edit_images(
+        model, x, sampling.Edit(dirs, alphas * 0.01, t_edit=500, location="mid_block", operator="xspace"), 4
+    )
     assert not out.requires_grad and torch.is_grad_enabled()
     assert all(p.grad is None for p in model.unet.parameters())
 

@@ -51,8 +51,8 @@ def test_default_edit_moves_its_measured_label():
     x = sampling.noise_from_seeds(model, seeds).repeat_interleave(5, dim=0)
     alphas = torch.zeros(len(x), len(dirs))
     alphas[:, d["direction"]] = torch.tensor(d["alphas"]).repeat(len(seeds))
-    images = sampling.edit_images(model, x, dirs, alphas, d["steps"], d["t_edit"], d["location"],
-                                  operator=d["operator"])  # fmt: skip
+    edit = sampling.Edit(dirs, alphas, t_edit=d["t_edit"], location=d["location"], operator=d["operator"])
+    images = sampling.edit_images(model, x, edit, d["steps"])
     probe = probe_for_model("faces64")
     values = probe(images)[name].view(len(seeds), 5).double()
     change = probe.difference(name, values, values[:, d["alphas"].index(0.0)][:, None])  # circular hues wrap

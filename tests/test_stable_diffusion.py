@@ -148,7 +148,9 @@ def test_edits_under_guidance(sd, layer, location):
     assert dirs.dim == read_attention_weights(sd.unet, layer).channels
     x = sampling.noise_from_seeds(sd, [0, 1])
     plain = sampling.sample(sd, x, 4)
-    edited = sampling.edit_images(sd, x, dirs, torch.tensor([[0.0, 0.0], [3.0, 0.0]]), 4, t_edit=0, location=location)
+    edited = sampling.edit_images(
+        sd, x, sampling.Edit(dirs, torch.tensor([[0.0, 0.0], [3.0, 0.0]]), t_edit=0, location=location), 4
+    )
     assert edited.shape == (2, 4, 8, 8)
     assert torch.equal(edited[0], plain[0])  # a wrong pairing of alphas and guidance halves would move it
     assert (edited[1] - plain[1]).abs().max() > 1e-3

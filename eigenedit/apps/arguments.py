@@ -50,6 +50,19 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def add_cg_steps_option(p: argparse.ArgumentParser) -> None:
+    """``--cg-steps`` (``Edit.cg_steps``), shared by edit, sweep (and invert) and batch."""
+    p.add_argument(
+        "--cg-steps", type=non_negative_int, default=0, help="xspace only: conjugate-gradient refinement steps"
+    )
+
+
 MAX_SEEDS = 10_000_000
 SEED_LIMIT = 2**64  # seeds are whole numbers 0..2**64-1 (torch.Generator.manual_seed wraps others around)
 

@@ -39,6 +39,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from eigenedit.apps.arguments import (  # parse_seeds: also batch.parse_seeds
+    add_cg_steps_option,
     common_parser,
     parse_alphas,
     parse_seeds,
@@ -81,9 +82,11 @@ KEY_FIELDS = (
     "location",
     "asymmetric",
     "operator",
+    "cg_steps",
     "scale",
     "resize",
 )
+UNRECORDED = {"cg_steps": 0}  # the value of a key field that manifests written before it existed meant
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Job:
     scale: int
     resize: str = DEFAULT_RESIZE  # how source images are fitted to the model (io.fit_size)
     operator: str = "shift"  # how a direction acts (eigenedit.core.operators)
+    cg_steps: int = 0  # xspace only: conjugate-gradient refinement steps
     notes: tuple[str, ...] = ()  # source images that were converted or resized, for one note line
 
     def output(self, item: Item, edit: EditSpec) -> str:
@@ -169,6 +173,7 @@ class Job:
             "location": self.location,
             "asymmetric": self.asymmetric,
             "operator": self.operator,
+            "cg_steps": self.cg_steps,
             "scale": self.scale,
             "resize": self.resize if item.seed is None else None,
             "process": process,
@@ -314,6 +319,7 @@ def prepare(args, device: torch.device | str) -> Job:
         resize=resize,
         notes=tuple(notes),
         operator=settings.operator,
+        cg_steps=getattr(args, "cg_steps", 0),
     )
 
 
@@ -363,7 +369,7 @@ def is_done(job: Job, record: dict | None, item: Item, edit: EditSpec) -> bool:
     if record is None:
         return False
     want = job.record(item, edit)
-    if any(record.get(k) != want[k] for k in KEY_FIELDS):
+    if any(record.get(k, UNRECORDED.get(k)) != want[k] for k in KEY_FIELDS):
         return False
     path = job.output_dir / want["output"]
     return path.is_file() and file_sha256(path) == record.get("sha256")
@@ -404,19 +410,16 @@ def run_batch(job: Job, indices: list[int], todo: list[str], process: int = 0) -
     else:
         images = torch.cat([load_image(item.source, model.image_shape, job.resize) for item in items])
         x_t = sampling.invert(model, model.encode(images), job.steps)
-    n_edits = len(job.edits)
-    edited = sampling.edit_images(
-        model,
-        x_t.repeat_interleave(n_edits, dim=0),
-        job.directions,
-        job.alpha_matrix().repeat(len(items), 1),
-        job.steps,
-        job.t_edit,
-        job.location,
-        job.asymmetric,
-        job.batch_size,
+    edit = sampling.Edit(
+        directions=job.directions,
+        alphas=job.alpha_matrix().repeat(len(items), 1),
+        t_edit=job.t_edit,
+        location=job.location,
+        asymmetric=job.asymmetric,
         operator=job.operator,
+        cg_steps=job.cg_steps,
     )
+    edited = sampling.edit_images(model, x_t.repeat_interleave(len(job.edits), dim=0), edit, job.steps, job.batch_size)
     pixels = to_uint8(model.decode(edited))
     wanted = set(todo)
     for k, (item, edit) in enumerate(itertools.product(items, job.edits)):
@@ -589,6 +592,7 @@ def add_batch_parser(sub, parents: list[argparse.ArgumentParser]) -> argparse.Ar
     p.add_argument(
         "--operator", default=None, choices=operators.OPERATORS, help="how a direction acts (default: the model's)"
     )
+    add_cg_steps_option(p)
     p.add_argument(
         "--batch-size",
         type=positive_int,

@@ -11,6 +11,7 @@ import torch
 
 from eigenedit.apps import lora_cli
 from eigenedit.apps.arguments import (
+    add_cg_steps_option,
     common_parser,
     parse_alpha,
     parse_alphas,
@@ -129,6 +130,7 @@ def sampling_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--operator", default=None, choices=operators.OPERATORS, help="how a direction acts (default: the model's)"
     )
+    add_cg_steps_option(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--scale", type=positive_int, default=None, help="upscaling of the PNG (default 4; latent models 1)")
     p.add_argument("--difficulty", type=int, default=None, help="terrain difficulty 1..100 (terrain128; default 50)")
@@ -191,6 +193,19 @@ def load_input(args, model: DiffusionModel) -> torch.Tensor:
         hint = "; --resize picks another way" if args.resize == DEFAULT_RESIZE and "resized" in changed else ""
         note(f"{args.image} {changed}{hint}")
     return image
+
+
+def edit_from(args, directions: Directions, alphas: torch.Tensor) -> sampling.Edit:
+    """The edit the sampling options ask for (--t-edit, --location, --asymmetric, --operator, --cg-steps)."""
+    return sampling.Edit(
+        directions=directions,
+        alphas=alphas,
+        t_edit=args.t_edit,
+        location=args.location,
+        asymmetric=args.asymmetric,
+        operator=args.operator,
+        cg_steps=args.cg_steps,
+    )
 
 
 def cmd_layers(args) -> None:
@@ -265,19 +280,9 @@ def cmd_edit(args) -> None:
     chosen = dirs.select([i for i, _ in terms])
     alphas = torch.tensor([[a for _, a in terms]])
     x_t, image = starting_noise(args, model)
+    edit = edit_from(args, chosen, alphas)
     with lora_cli.merged(model, loras):
-        edited = sampling.edit_images(
-            model,
-            x_t,
-            chosen,
-            alphas,
-            args.steps,
-            args.t_edit,
-            args.location,
-            args.asymmetric,
-            progress=True,
-            operator=args.operator,
-        )
+        edited = sampling.edit_images(model, x_t, edit, args.steps, progress=True)
     tiles = edited = model.decode(edited)
     if args.compare:
         plain = model.decode(sampling.sample(model, x_t, args.steps))
@@ -302,20 +307,9 @@ def cmd_sweep(args) -> None:
     x_t, _ = starting_noise(args, model)
     alphas = sampling.sweep_alphas(len(dirs), args.alphas)
     start = time.perf_counter()
+    edit, x_t = edit_from(args, dirs, alphas), x_t.expand(len(alphas), -1, -1, -1)
     with lora_cli.merged(model, loras):
-        images = sampling.edit_images(
-            model,
-            x_t.expand(len(alphas), -1, -1, -1),
-            dirs,
-            alphas,
-            args.steps,
-            args.t_edit,
-            args.location,
-            args.asymmetric,
-            args.batch_size,
-            progress=True,
-            operator=args.operator,
-        )
+        images = sampling.edit_images(model, x_t, edit, args.steps, args.batch_size, progress=True)
     images = model.decode(images)
     elapsed = time.perf_counter() - start
     values, labels = dirs.values.tolist(), dirs.labels

@@ -338,7 +338,11 @@ class EditorState:
             if weights.any():
                 self._check_location(view, dirs)
                 edit = sampling.Edit(
-                    dirs.select(indices), weights[None], view.t_edit, view.location, operator=view.operator
+                    directions=dirs.select(indices),
+                    alphas=weights[None],
+                    t_edit=view.t_edit,
+                    location=view.location,
+                    operator=view.operator,
                 )
                 edited = model.decode(sampling.sample(model, begin.x_t, view.steps, edit))
                 self.misses["edit"] += 1

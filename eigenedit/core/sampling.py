@@ -4,6 +4,7 @@ with timestep t >= t_edit (see ``eigenedit.core.operators`` for how a direction 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from eigenedit.core import flow
-from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
+from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_OPERATOR, DEFAULT_T_EDIT
 from eigenedit.core.directions import Directions
 from eigenedit.core.operators import (
     check_batch,
@@ -37,7 +38,7 @@ class Edit:
     t_edit: int = DEFAULT_T_EDIT
     location: str = DEFAULT_LOCATION
     asymmetric: bool = False
-    operator: str = "shift"
+    operator: str = DEFAULT_OPERATOR
     cg_steps: int = 0  # xspace only: conjugate-gradient refinement steps
 
     def __post_init__(self) -> None:
@@ -155,22 +156,16 @@ def batched(n: int, batch_size: int) -> Iterator[slice]:
 def edit_images(
     model: EditableModel,
     x_t: torch.Tensor,
-    directions: Directions,
-    alphas: torch.Tensor,
+    edit: Edit,
     num_steps: int = 50,
-    t_edit: int = DEFAULT_T_EDIT,
-    location: str = DEFAULT_LOCATION,
-    asymmetric: bool = False,
     batch_size: int = 64,
     progress: bool = False,
-    operator: str = "shift",
-    cg_steps: int = 0,
 ) -> torch.Tensor:
-    """Edit many (x_T, alphas) pairs in batches; row i of ``alphas`` (B, k) edits ``x_t[i]``."""
-    alphas = torch.as_tensor(alphas, dtype=torch.float32)
+    """Edit many (x_T, alphas) pairs in batches; row i of ``edit.alphas`` (B, k) edits ``x_t[i]``."""
+    check_batch(edit.alphas, x_t)  # before any batch is sampled
     out = []
     chunks = list(batched(len(x_t), batch_size))
     for sl in tqdm(chunks, desc="edit", disable=not progress or len(chunks) == 1):
-        edit = Edit(directions, alphas[sl], t_edit, location, asymmetric, operator, cg_steps)
-        out.append(sample(model, x_t[sl], num_steps, edit, progress=progress and len(chunks) == 1))
+        part = dataclasses.replace(edit, alphas=edit.alphas[sl])
+        out.append(sample(model, x_t[sl], num_steps, part, progress=progress and len(chunks) == 1))
     return torch.cat(out)

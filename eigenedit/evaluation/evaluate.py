@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from eigenedit.core.attention import DEFAULT_LAYER
-from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_T_EDIT
+from eigenedit.core.defaults import DEFAULT_LOCATION, DEFAULT_OPERATOR, DEFAULT_T_EDIT
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS, random_directions
 from eigenedit.core.operators import get_module, location_dims
-from eigenedit.core.sampling import edit_images, noise_from_seeds, sample
+from eigenedit.core.sampling import Edit, edit_images, noise_from_seeds, sample
 from eigenedit.evaluation import labelfree
 from eigenedit.evaluation.baselines import (
     PullbackRecipe,
@@ -178,13 +178,13 @@ def score_all(
     ]
 
 
-def _edit(model: DiffusionModel, x: torch.Tensor, dirs: Directions, alphas: torch.Tensor, **kwargs) -> torch.Tensor:
-    """``edit_images``, passing ``operator`` only where given (and only to a version that takes it)."""
-    if kwargs.get("operator") is None:
-        kwargs.pop("operator", None)
-    elif "operator" not in inspect.signature(edit_images).parameters:
-        raise ValueError("this eigenedit's edit_images has no operator argument")
-    return edit_images(model, x, dirs, alphas, **kwargs)
+def _edit(
+    model: DiffusionModel, x: torch.Tensor, dirs: Directions, alphas: torch.Tensor, cfg: EvalConfig, location: str
+) -> torch.Tensor:
+    """``edit_images`` with ``cfg``'s steps, t_edit, batch size and operator."""
+    operator = cfg.operator or DEFAULT_OPERATOR
+    edit = Edit(directions=dirs, alphas=alphas, t_edit=cfg.t_edit, location=location, operator=operator)
+    return edit_images(model, x, edit, cfg.num_steps, cfg.batch_size)
 
 
 def evaluate_directions(
@@ -206,17 +206,9 @@ def evaluate_directions(
     k, n = len(directions), len(seeds)
     signs = torch.eye(k).repeat_interleave(n, dim=0)  # (k*n, k): row j*n+i edits seed i along direction j
     start = time.perf_counter()
-    edited = edit_images(
-        model,
-        x.repeat(2 * k, 1, 1, 1),
-        directions,
-        torch.cat([signs * alpha, signs * -alpha]),
-        num_steps,
-        t_edit,
-        location,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    alphas = torch.cat([signs * alpha, signs * -alpha])
+    edit = Edit(directions=directions, alphas=alphas, t_edit=t_edit, location=location)
+    edited = edit_images(model, x.repeat(2 * k, 1, 1, 1), edit, num_steps, batch_size, progress)
     elapsed = time.perf_counter() - start
     return score_all(plain, edited[: k * n], edited[k * n :], probe), elapsed
 
@@ -384,7 +376,7 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("pca-h", "pullback")
     timing_repeats: int = 5
     batch_size: int = 128
-    operator: str | None = None  # an edit operator, where ``edit_images`` takes one (None: its default)
+    operator: str | None = None  # an edit operator (None: DEFAULT_OPERATOR, shift)
 
     def test_seeds(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
@@ -480,10 +472,7 @@ def edit_strengths(
     eye = torch.eye(k).repeat_interleave(n, dim=0)  # (k*n, k)
     alphas = torch.cat([eye * s * alpha for s in STRENGTHS])
     start = time.perf_counter()
-    out = _edit(
-        model, images.x.repeat(len(STRENGTHS) * k, 1, 1, 1), dirs, alphas, num_steps=cfg.num_steps,
-        t_edit=cfg.t_edit, location=location, batch_size=cfg.batch_size, operator=cfg.operator,
-    )  # fmt: skip
+    out = _edit(model, images.x.repeat(len(STRENGTHS) * k, 1, 1, 1), dirs, alphas, cfg, location)
     elapsed = time.perf_counter() - start
     out = model.decode(out).view(len(STRENGTHS), k, n, *images.plain.shape[1:])
     return [{s: out[i, j] for i, s in enumerate(STRENGTHS)} for j in range(k)], elapsed
@@ -494,10 +483,7 @@ def calibrate_alpha(model: DiffusionModel, images: SeedSet, cfg: EvalConfig, cha
     measured at alpha = 1 on ``images`` (the selection seeds) and scaled linearly."""
     rand = Directions(random_directions(1, channels, seed=4321).float(), torch.zeros(1), {})
     alphas = torch.ones(len(images.seeds), 1)
-    edited = _edit(
-        model, images.x, rand, alphas, num_steps=cfg.num_steps, t_edit=cfg.t_edit, location=cfg.location,
-        batch_size=cfg.batch_size, operator=cfg.operator,
-    )  # fmt: skip
+    edited = _edit(model, images.x, rand, alphas, cfg, cfg.location)
     change = labelfree.pixel_change(images.plain, model.decode(edited))
     return float(f"{TARGET_CHANGE / max(change, 1e-8):.2g}")
 
@@ -711,11 +697,7 @@ def _edit_timing(model: DiffusionModel, cfg: EvalConfig, test: SeedSet, alpha: f
         dirs = Directions(random_directions(1, channels, seed=1).float(), torch.zeros(1), {})
     alphas = torch.full((len(x), 1), alpha)
     plain = _time(lambda: sample(model, x, cfg.num_steps), cfg.timing_repeats)
-    edit = _time(
-        lambda: _edit(model, x, dirs, alphas, num_steps=cfg.num_steps, t_edit=cfg.t_edit, location=cfg.location,
-                      batch_size=cfg.batch_size, operator=cfg.operator),
-        cfg.timing_repeats,
-    )  # fmt: skip
+    edit = _time(lambda: _edit(model, x, dirs, alphas, cfg, cfg.location), cfg.timing_repeats)
     return {"plain_sampling_s": plain, "edit_s": edit, "edit_over_plain": edit / plain, "batch": len(x)}
 
 

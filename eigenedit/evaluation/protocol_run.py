@@ -193,8 +193,9 @@ class Lab:
         for i in tqdm(batches, desc=f"{self.phase} {op}", disable=not self.progress or len(batches) < 4, leave=False):
             sl = slice(i, min(len(x), i + self.plan.batch))
             try:
-                edited = sampling.edit_images(self.model, x[sl], dirs, alphas[sl], self.plan.steps, self.plan.t_edit,
-                                              location, operator=op, batch_size=self.plan.batch)  # fmt: skip
+                edit = sampling.Edit(directions=dirs, alphas=alphas[sl], t_edit=self.plan.t_edit, location=location,
+                                     operator=op)  # fmt: skip
+                edited = sampling.edit_images(self.model, x[sl], edit, self.plan.steps, self.plan.batch)
                 out.append(self.model.decode(edited))
             except ValueError as err:
                 if "non-finite" not in str(err):
