@@ -22,7 +22,7 @@ from eigenedit.core import sampling
 from eigenedit.core.attention import list_attention_layers
 from eigenedit.data import faces
 from eigenedit.evaluation.evaluate import zeroing_sensitivity
-from eigenedit.evaluation.metrics import frechet_distance, ssim
+from eigenedit.evaluation.metrics import frechet_distance, psnr, ssim
 from eigenedit.models import load_model
 from eigenedit.training import export_pipeline
 
@@ -118,7 +118,7 @@ def main() -> None:
 
     real = faces.make_batch(32, RENDER_SEED + 2)[0]
     recon = sampling.sample(model, sampling.invert(model, real, args.steps), args.steps)
-    psnr = sampling.psnr(recon, real)
+    recon_db = psnr(recon, real)
 
     layers = [layer.name for layer in list_attention_layers(model.unet)]
     locations = ["mid_block", *layers]
@@ -135,8 +135,8 @@ def main() -> None:
         "attributes_samples": attribute_summary(probe, images),
         "attributes_renders": attribute_summary(probe, renders),
         "inversion_images": len(real),
-        "inversion_psnr_db_median": round(float(psnr.median()), 2),
-        "inversion_psnr_db_min": round(float(psnr.min()), 2),
+        "inversion_psnr_db_median": round(float(recon_db.median()), 2),
+        "inversion_psnr_db_min": round(float(recon_db.min()), 2),
         "inversion_ssim_median": round(float(ssim(recon, real).median()), 3),
         "zeroing_sensitivity": {loc: zeroing_sensitivity(model, zero_seeds, 20, loc) for loc in locations},
         "spectra": {

@@ -26,13 +26,13 @@ from benchmarks.model_card import relative_change, spectrum_stats, write_card, w
 from eigenedit.apps.arguments import parse_seeds
 from eigenedit.core import sampling
 from eigenedit.core.directions import compute_directions
-from eigenedit.core.io import image_grid, save_png
 from eigenedit.data import fashion
 from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations, zeroing_sensitivity
-from eigenedit.evaluation.metrics import frechet_distance, ssim
+from eigenedit.evaluation.metrics import frechet_distance, psnr, ssim
 from eigenedit.evaluation.probes import fashion_probe
 from eigenedit.evaluation.report import best_attention_method
 from eigenedit.evaluation.report import markdown as eval_markdown
+from eigenedit.imaging import image_grid, save_png
 from eigenedit.models import load_model
 from eigenedit.training import export_pipeline
 
@@ -189,7 +189,7 @@ def main() -> None:
     # inversion of real test photos (the last ones: never used for anything else here)
     real = test_x[args.test_photos]
     recon = sampling.sample(model, sampling.invert(model, real, args.steps), args.steps)
-    ps, ss = sampling.psnr(recon, real), ssim(recon, real)
+    ps, ss = psnr(recon, real), ssim(recon, real)
     n["inversion"] = {"images": len(real), "steps": args.steps, "psnr_median": float(ps.median()),
                       "psnr_min": float(ps.min()), "ssim_median": float(ss.median()),
                       "ssim_min": float(ss.min())}  # fmt: skip

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from eigenedit.core.directions import compute_directions
-from eigenedit.core.io import image_grid, save_png
 from eigenedit.core.sampling import Edit, edit_images, noise_from_seeds, sweep_alphas
+from eigenedit.imaging import image_grid, save_png
 from eigenedit.models import load_model
 
 LAYER = "network.input_blocks.16.1"

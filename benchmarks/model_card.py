@@ -19,8 +19,10 @@ from diffusers import UNet2DModel
 from eigenedit.core import sampling
 from eigenedit.core.attention import DEFAULT_LAYER, read_attention_weights
 from eigenedit.core.factorize import factorize
-from eigenedit.core.io import atomic_write, image_grid, save_png
+from eigenedit.core.io import atomic_write
 from eigenedit.data import shapes
+from eigenedit.evaluation.metrics import psnr
+from eigenedit.imaging import image_grid, save_png
 from eigenedit.models import load_model
 from eigenedit.training import export_pipeline
 
@@ -161,7 +163,7 @@ def main() -> None:
 
     real, _ = shapes.make_batch(32, seed=987_654)  # held-out dataset images
     recon = sampling.sample(model, sampling.invert(model, real, args.steps), args.steps)
-    psnr = sampling.psnr(recon, real)
+    recon_db = psnr(recon, real)
 
     layers = [DEFAULT_LAYER, "down_blocks.3.attentions.0", "up_blocks.0.attentions.0", "up_blocks.0.attentions.1"]
     numbers = {
@@ -171,8 +173,8 @@ def main() -> None:
         "kind_frequencies_valid": [round(v, 3) for v in kind_freq.tolist()],
         "size_mean_valid_vs_data": [round(float(est.size[est.valid].mean()), 4), round(float(truth["size"].mean()), 4)],
         "sampling_s_per_image_median": round(float(torch.tensor(times).median()), 4),
-        "inversion_psnr_db_median": round(float(psnr.median()), 2),
-        "inversion_psnr_db_min": round(float(psnr.min()), 2),
+        "inversion_psnr_db_median": round(float(recon_db.median()), 2),
+        "inversion_psnr_db_min": round(float(recon_db.min()), 2),
         "spectra": {
             layer: {"trained": spectrum_stats(model.unet, layer), "init": spectrum_stats(init, layer)}
             for layer in layers

@@ -39,10 +39,10 @@ from eigenedit.core import operators, sampling
 from eigenedit.core.attention import read_attention_weights
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import fix_signs, random_directions
-from eigenedit.core.io import image_grid
 from eigenedit.evaluation.baselines import collect_hidden, pca_directions, pullback_directions
 from eigenedit.evaluation.probes import Probe, load_probe, probe_for_model
 from eigenedit.evaluation.protocol import spearman
+from eigenedit.imaging import image_grid
 from eigenedit.models import DiffusionModel, load_model
 
 TARGETS = (0.03, 0.06)

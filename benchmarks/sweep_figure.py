@@ -25,8 +25,8 @@ from benchmarks.model_card import update_card
 from benchmarks.operators import Runner, beats, capped, control_of, setup_for, source_directions
 from eigenedit.apps.arguments import parse_seeds
 from eigenedit.core.directions import Directions
-from eigenedit.core.io import image_grid
 from eigenedit.evaluation.probes import Probe, probe_for_model
+from eigenedit.imaging import image_grid
 from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.registry import SHIPPED_MODELS
 

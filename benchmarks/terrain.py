@@ -32,11 +32,12 @@ from eigenedit.apps.arguments import parse_seeds
 from eigenedit.core import sampling
 from eigenedit.core.directions import compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
-from eigenedit.core.io import atomic_write, image_grid, save_png
+from eigenedit.core.io import atomic_write
 from eigenedit.evaluation.evaluate import EvalConfig, evaluate_locations
 from eigenedit.evaluation.probes import terrain_probe
 from eigenedit.evaluation.report import best_attention_method
 from eigenedit.evaluation.report import markdown as eval_markdown
+from eigenedit.imaging import image_grid, save_png
 from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.terrain import bundled_onnx_path, to_heights
 

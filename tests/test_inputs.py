@@ -16,7 +16,7 @@ from PIL import Image
 
 from eigenedit.apps.guards import model_identity
 from eigenedit.core.directions import Directions
-from eigenedit.core.io import MAX_IMAGE_PIXELS, read_image
+from eigenedit.imaging import MAX_IMAGE_PIXELS, read_image
 from eigenedit.models import SHIPPED_MODELS
 
 from .conftest import run

@@ -11,7 +11,7 @@ from eigenedit.core import operators, sampling
 from eigenedit.core.attention import list_attention_layers, read_attention_weights
 from eigenedit.core.factorize import factorize
 from eigenedit.data import fashion
-from eigenedit.evaluation.metrics import ssim
+from eigenedit.evaluation.metrics import psnr, ssim
 from eigenedit.models import SHIPPED_MODELS, load_model
 from eigenedit.training import default_unet_config
 
@@ -58,7 +58,7 @@ def test_samples_look_like_clothes_of_many_classes(model, classifier):
 def test_inversion_reconstructs_real_photos(model):
     images = fashion.load("test")[0][:8]
     recon = sampling.sample(model, sampling.invert(model, images, 50), 50)
-    assert sampling.psnr(recon, images).median() >= MIN_INVERSION_PSNR_DB
+    assert psnr(recon, images).median() >= MIN_INVERSION_PSNR_DB
     assert ssim(recon, images).median() >= MIN_INVERSION_SSIM
 
 

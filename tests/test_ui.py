@@ -13,7 +13,8 @@ from eigenedit.apps.cli import main
 from eigenedit.apps.ui import N_SLIDERS, EditorState, View, prepare_image, view_from
 from eigenedit.core import sampling
 from eigenedit.core.directions import Directions
-from eigenedit.core.io import load_image, to_uint8
+from eigenedit.evaluation.metrics import psnr
+from eigenedit.imaging import load_image, to_uint8
 
 STEPS = 3  # few DDIM steps: these tests check plumbing, not image quality
 VIEW = View(model="shapes32", steps=STEPS)
@@ -74,7 +75,7 @@ def test_an_upload_is_inverted_once(state, shapes_model):
 def test_a_generated_image_reconstructs_from_its_inversion(state):
     generated = to_uint8(state.render(VIEW, [0.0]).plain)[0]
     again = state.render(VIEW, [0.0], generated)
-    assert sampling.psnr(again.plain, torch.from_numpy(generated).permute(2, 0, 1)[None] / 127.5 - 1) > 18
+    assert psnr(again.plain, torch.from_numpy(generated).permute(2, 0, 1)[None] / 127.5 - 1) > 18
 
 
 def test_prepare_image_keeps_a_right_sized_image():

@@ -60,7 +60,8 @@ from eigenedit.apps.guards import (
 from eigenedit.core import operators, sampling
 from eigenedit.core.defaults import resolve
 from eigenedit.core.directions import Directions
-from eigenedit.core.io import DEFAULT_RESIZE, RESIZE_MODES, atomic_write, load_image, read_image, to_uint8
+from eigenedit.core.io import atomic_write
+from eigenedit.imaging import DEFAULT_RESIZE, RESIZE_MODES, load_image, read_image, to_uint8
 from eigenedit.models import DiffusionModel, load_model
 
 MANIFEST = "manifest.jsonl"
@@ -129,7 +130,7 @@ class Job:
     asymmetric: bool
     batch_size: int
     scale: int
-    resize: str = DEFAULT_RESIZE  # how source images are fitted to the model (io.fit_size)
+    resize: str = DEFAULT_RESIZE  # how source images are fitted to the model (imaging.fit_size)
     operator: str = "shift"  # how a direction acts (eigenedit.core.operators)
     cg_steps: int = 0  # xspace only: conjugate-gradient refinement steps
     notes: tuple[str, ...] = ()  # source images that were converted or resized, for one note line

@@ -40,15 +40,9 @@ from eigenedit.core.attention import DEFAULT_LAYER
 from eigenedit.core.defaults import GENERIC_DEFAULTS
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
-from eigenedit.core.io import (
-    DEFAULT_RESIZE,
-    IMAGE_FORMATS,
-    RESIZE_MODES,
-    check_writable,
-    image_grid,
-    read_image,
-    save_image,
-)
+from eigenedit.core.io import check_writable
+from eigenedit.evaluation.metrics import psnr
+from eigenedit.imaging import DEFAULT_RESIZE, IMAGE_FORMATS, RESIZE_MODES, image_grid, read_image, save_image
 from eigenedit.models import DiffusionModel, load_model
 from eigenedit.models.stable_diffusion import DEFAULT_GUIDANCE
 
@@ -288,7 +282,7 @@ def cmd_edit(args) -> None:
         plain = model.decode(sampling.sample(model, x_t, args.steps))
         tiles = torch.cat([plain, edited]) if image is None else torch.cat([image, plain, edited])
         if image is not None:
-            print(f"reconstruction PSNR {sampling.psnr(plain, image).item():.2f} dB")
+            print(f"reconstruction PSNR {psnr(plain, image).item():.2f} dB")
     warn_strengths([a for _, a in terms], model.edit_defaults, args.operator)  # after sampling: a failed edit
     warn_unreached(model, args.steps, args.t_edit)
     save_image(image_grid(tiles, 1, len(tiles), scale=args.scale), args.output)  # gives just its error line
@@ -336,7 +330,7 @@ def cmd_invert(args) -> None:
     image = load_input(args, model)
     x_t = sampling.invert(model, model.encode(image), args.steps, progress=True)
     recon = model.decode(sampling.sample(model, x_t, args.steps))
-    print(f"reconstruction PSNR {sampling.psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
+    print(f"reconstruction PSNR {psnr(recon, image).item():.2f} dB ({args.steps} DDIM steps)")
     save_image(
         image_grid(torch.cat([image, recon]), 1, 2, col_labels=["input", "recon"], scale=args.scale), args.output
     )

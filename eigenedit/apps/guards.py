@@ -16,7 +16,7 @@ from diffusers import DDIMScheduler
 
 from eigenedit.core import defaults
 from eigenedit.core.directions import Directions
-from eigenedit.core.io import MAX_IMAGE_PIXELS
+from eigenedit.imaging import MAX_IMAGE_PIXELS
 from eigenedit.models import SHIPPED_MODELS, TERRAIN_MODEL, DiffusionModel
 
 STRENGTH_WARN_FACTOR = 5  # |alpha| beyond this many times the model's documented range warns

@@ -22,7 +22,8 @@ from eigenedit.apps.arguments import positive_int
 from eigenedit.apps.guards import check_output_size, model_identity
 from eigenedit.core import lora, operators, sampling
 from eigenedit.core.directions import compute_directions
-from eigenedit.core.io import check_writable, image_grid, save_image
+from eigenedit.core.io import check_writable
+from eigenedit.imaging import image_grid, save_image
 
 LoraItem = tuple[lora.LoraFile, float | None]
 

@@ -32,8 +32,9 @@ from eigenedit.apps.guards import check_schedule
 from eigenedit.core import defaults, operators, sampling
 from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import DECOMPOSITIONS
-from eigenedit.core.io import MAX_IMAGE_PIXELS, read_image, save_png, to_uint8
-from eigenedit.core.io import prepare_image as io_prepare_image
+from eigenedit.evaluation.metrics import psnr
+from eigenedit.imaging import MAX_IMAGE_PIXELS, read_image, save_png, to_uint8
+from eigenedit.imaging import prepare_image as imaging_prepare_image
 from eigenedit.models import DEFAULT_MODEL, SHIPPED_MODELS, TERRAIN_MODEL, DiffusionModel, load_model
 
 N_SLIDERS = 5  # directions edited at once: first, first + 1, ...
@@ -132,7 +133,7 @@ def prepare_image(image: Upload, shape: tuple[int, int, int]) -> tuple[torch.Ten
         img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
         if img.width * img.height > MAX_IMAGE_PIXELS:
             raise ValueError(f"the upload is {img.width}x{img.height}; at most {MAX_IMAGE_PIXELS // 10**6} megapixels")
-        pixels, note = io_prepare_image(img, shape)
+        pixels, note = imaging_prepare_image(img, shape)
     return pixels, note and f"upload {note}"
 
 
@@ -348,7 +349,7 @@ class EditorState:
                 self.misses["edit"] += 1
         note = begin.note
         if begin.pixels is not None:
-            note += f", reconstruction PSNR {sampling.psnr(plain, begin.pixels).item():.1f} dB"
+            note += f", reconstruction PSNR {psnr(plain, begin.pixels).item():.1f} dB"
         return Preview(plain, edited, time.perf_counter() - start, note)
 
     # -- files -----------------------------------------------------------------------------------------------

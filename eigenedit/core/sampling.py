@@ -132,12 +132,6 @@ def invert(model: EditableModel, images: torch.Tensor, num_steps: int = 50, prog
     return x
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of images in [-1, 1]."""
-    mse = ((a - b) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return -10 * torch.log10(mse)
-
-
 def sweep_alphas(num_directions: int, alphas: Sequence[float]) -> torch.Tensor:
     """(k * len(alphas), k) alpha matrix: row r*len(alphas)+c applies alphas[c] to direction r alone."""
     k, a = num_directions, len(alphas)

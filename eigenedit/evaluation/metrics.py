@@ -1,4 +1,4 @@
-"""Image and distribution metrics computed without downloaded weights: SSIM and the Frechet distance."""
+"""Image and distribution metrics computed without downloaded weights: PSNR, SSIM and the Frechet distance."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
     return (g[:, None] * g[None, :])[None, None]
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of images in [-1, 1]."""
+    mse = ((a - b) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return -10 * torch.log10(mse)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
