@@ -410,6 +410,7 @@ def test_8_strength_warnings_use_the_range_of_the_operator_in_use(two_operator_m
         ({"layer": "nope"}, "layer"),
         ({"location": "nope"}, "location"),
         ({"steps": 5000}, "steps"),
+        ({"protocol_rows": [1, 2]}, "protocol_rows"),
     ],
 )
 @pytest.mark.parametrize("command", ["edit", "sweep"])

@@ -171,3 +171,51 @@ def test_quick_run_is_deterministic(quick_result):
     again = protocol_run.run(plan, probe=_tiny_probe(), model=model, progress=False)
     first = [r for r in result["screen"] if r["operator"] == plan.groups[0][0]][0]
     assert again["screen"][0]["rows"] == first["rows"]
+
+
+def test_windows_single_matrices_and_no_colour_sources_run_through_the_protocol():
+    """A group with its own edit window, and sources beyond the four products, reach the full treatment."""
+    from dataclasses import replace
+
+    from diffusers import DDIMScheduler
+
+    from eigenedit.models import DiffusionModel
+    from tests.conftest import tiny_unet
+
+    model = DiffusionModel(tiny_unet(), DDIMScheduler(num_train_timesteps=1000), "tiny")
+    quick = protocol_run.plan_for("tiny", quick=True)
+    layer, location = quick.groups[0][1], quick.groups[0][2]
+    plan = replace(quick, groups=[("shift", layer, location, 0, 0.05)], sources=("w_v", "ov-left:no-colour"),
+                   full_groups=1, full_rows=2)  # fmt: skip
+    result = protocol_run.run(plan, probe=_tiny_probe(), model=model, progress=False)
+    group = result["screen"][0]
+    assert (group["t_edit"], group["target_change"]) == (0, 0.05)
+    assert {r["source"] for r in group["rows"]} == {"w_v", "ov-left:no-colour"}
+    assert result["rows"] and all(r["t_edit"] == 0 and r["target_change"] == 0.05 for r in result["rows"])
+    assert "(t_edit 0, change 0.05)" in protocol_run.markdown(result)
+    assert protocol_run.defaults_from(result, result["rows"][0])["t_edit"] == 0
+
+
+def test_ridge_strength_is_chosen_by_cross_validation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 40, generator=g, dtype=torch.float64)
+    clean = x[:, 0] * 2.0
+    noise = torch.randn(96, generator=g, dtype=torch.float64)
+    assert protocol_run._cv_strength(x, clean) == min(protocol_run.RIDGE_STRENGTHS)  # no noise: no shrinkage
+    assert protocol_run._cv_strength(x, noise) >= 1.0  # pure noise: shrink hard
+
+
+def test_no_colour_directions_are_orthogonal_to_the_colour_axes(tiny_model):
+    from eigenedit.core.colour_axes import colour_axes, without_colour
+    from eigenedit.core.directions import compute_directions
+
+    layer = tiny_model.attention_layers()[0].name
+    location = layer  # the attention layer's own output has the layer's channels
+    axes = colour_axes(tiny_model, location, 4, 0)
+    assert axes.shape[0] == tiny_model.sample_shape[0] and torch.allclose(axes.norm(dim=1), torch.ones(len(axes)))
+    assert torch.equal(axes, colour_axes(tiny_model, location, 4, 0))  # deterministic
+    dirs = compute_directions(tiny_model.unet, layer, "ov-left", k=3)
+    out = without_colour(dirs, axes)
+    assert (out.vectors @ axes.T).abs().max() < 1e-5
+    assert torch.allclose(out.vectors.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert not torch.allclose(out.vectors, dirs.vectors)  # something was taken out

@@ -99,6 +99,10 @@ def read_edit_defaults(path: str | Path) -> dict:
             ),
             "a non-empty list of finite numbers",
         ),
+        "protocol_rows": (
+            lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+            "a list of the protocol's rows (JSON objects)",
+        ),
     }
     for key, (ok, what) in checks.items():
         if key in data and not ok(data[key]):

@@ -23,6 +23,7 @@ Phases, each paid for once (the JSON's ``timing`` says where the time went):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -37,8 +38,9 @@ from tqdm.auto import tqdm
 
 from eigenedit.core import operators, sampling
 from eigenedit.core.attention import read_attention_weights
+from eigenedit.core.colour_axes import colour_axes, without_colour
 from eigenedit.core.directions import Directions, compute_directions
-from eigenedit.core.factorize import random_directions
+from eigenedit.core.factorize import SINGLE_MATRICES, random_directions
 from eigenedit.evaluation import protocol
 from eigenedit.evaluation.baselines import collect_hidden
 from eigenedit.evaluation.metrics import pixel_change
@@ -48,6 +50,8 @@ from eigenedit.models import DiffusionModel, load_model
 NOMINAL = {"shift": 1.0, "scale": 1.0, "spectral": 1.0, "xspace": 0.01}  # first calibration strength
 MAX_ALPHA = {"shift": 50.0, "scale": 50.0, "spectral": 200.0, "xspace": 1.0}
 WEIGHT_SOURCES = ("qk", "ov-left", "ov-right", "qkv")
+NO_COLOUR = ":no-colour"  # a source suffix: its directions with the data-free colour axes taken out
+Group = tuple  # (operator, layer, location[, t_edit, target_change]); the last two default to the plan's
 
 
 @dataclass
@@ -57,7 +61,7 @@ class Plan:
     model_id: str
     steps: int = 10
     t_edit: int = 500
-    groups: list[tuple[str, str, str]] = field(default_factory=list)  # (operator, layer, location)
+    groups: list[Group] = field(default_factory=list)  # (operator, layer, location[, t_edit, target_change])
     sources: tuple[str, ...] = WEIGHT_SOURCES
     candidates: int = 3  # top k of every decomposition
     calibration_seeds: list[int] = field(default_factory=lambda: list(range(8)))
@@ -75,8 +79,16 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def _groups(pairs: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    return [(op, layer, loc) for layer, loc in pairs for op in ("shift", "scale", "spectral", "xspace")]
+def _groups(pairs: list[tuple[str, str]], ops=("shift", "scale", "spectral", "xspace"), *window) -> list[Group]:
+    """Every operator at every (layer, location), with an optional (t_edit, target_change) window."""
+    return [(op, layer, loc, *window) for layer, loc in pairs for op in ops]
+
+
+def group_settings(group: Group, plan: Plan) -> tuple[str, str, str, int, float]:
+    """(operator, layer, location, t_edit, target_change) of a group, the plan's window where it gives none."""
+    op, layer, loc, *window = group
+    t_edit, target = (list(window) + [plan.t_edit, plan.target_change][len(window) :])[:2]
+    return op, layer, loc, int(t_edit), float(target)
 
 
 def plan_for(model_id: str, quick: bool = False) -> Plan:
@@ -109,12 +121,21 @@ def _full_plan(model_id: str) -> Plan:
     if model_id == "faces64":
         mid, up = ("mid_block.attentions.0", "mid_block"), ("up_blocks.1.attentions.1", "up_blocks.1.attentions.1")
         return Plan(
-            model_id, groups=_groups([mid]) + [g for g in _groups([up]) if g[0] != "xspace"], candidates=2,
-            selection_seeds=list(range(100, 108)), screen_random=4, full_rows=2, full_groups=1, ceiling_samples=384,
+            model_id,
+            groups=_groups([mid], ("shift", "spectral", "xspace")) + _groups([mid], ("shift",), 0, 0.03)
+            + _groups([mid], ("shift",), 500, 0.06) + _groups([up], ("shift", "scale"), 0, 0.03),
+            sources=WEIGHT_SOURCES + SINGLE_MATRICES + ("ov-left" + NO_COLOUR, "ov-right" + NO_COLOUR),
+            candidates=2, selection_seeds=list(range(100, 108)), screen_random=4, full_rows=3, full_groups=1,
+            ceiling_samples=384,
             ceiling_attributes=("smile", "mouth_open", "eye_open", "glasses", "beard", "yaw", "face_width",
                                 "hair_color"),
-            notes=["faces64 costs about 0.25 s per image here: top 2 of each decomposition, 8 selection seeds, the "
-                   "full treatment for the best group only; xspace (a gradient per step) only in h-space"],
+            notes=["faces64 costs about 0.25 s per image here: top 2 of every decomposition (the four products, "
+                   "each matrix alone, ov with the colour axes taken out), 8 selection seeds; h-space at t_edit "
+                   "500 and 0 and at twice the change, the 16x16 attention at t_edit 0 (the late steps, where "
+                   "mouth, eyes, glasses and beard become readable); the full treatment for the best group only; "
+                   "one head per layer, so no per-head rows; scale at the mid-block and spectral at the 16x16 "
+                   "layer were screened on 2026-12-06 (results/protocol_faces64.json of that day) and left out "
+                   "for time"],
         )  # fmt: skip
     return Plan(
         model_id,
@@ -143,6 +164,12 @@ class Lab:
         self.continuous = [n for n in reads if n != "valid" and n not in probe.categorical]
         self.targets = [n for n in self.continuous if n not in protocol.NUISANCE and n not in plan.not_targets]
         self.scales = {n: probe.scales.get(n) or _spread(reads[n][reads["valid"]]) for n in self.continuous}
+
+    def at(self, t_edit: int, target_change: float) -> Lab:
+        """This lab with another edit window (t_edit) and target change; caches and counters are shared."""
+        view = copy.copy(self)
+        view.plan = replace(self.plan, t_edit=t_edit, target_change=target_change)
+        return view
 
     def timed(self, phase: str):
         lab = self
@@ -264,15 +291,21 @@ def _spread(values: torch.Tensor) -> float:
     return std if math.isfinite(std) and std > 1e-6 else 1.0
 
 
-def weight_directions(model: DiffusionModel, layer: str, source: str, k: int) -> Directions:
-    return compute_directions(model.unet, layer, source, model_id=model.model_id, k=k)
+def weight_directions(lab: Lab, layer: str, source: str, k: int, location: str) -> Directions:
+    """The top k directions of ``source`` (a decomposition, with ``NO_COLOUR`` appended: its directions made
+    orthogonal to the data-free colour axes of ``location`` over the lab's edit window)."""
+    decomposition, suffix, _ = source.partition(NO_COLOUR)
+    dirs = compute_directions(lab.model.unet, layer, decomposition, model_id=lab.model.model_id, k=k)
+    if suffix:
+        dirs = without_colour(dirs, colour_axes(lab.model, location, lab.plan.steps, lab.plan.t_edit))
+    return dirs
 
 
 def random_set(model: DiffusionModel, op: str, layer: str, location: str, count: int, seed: int) -> Directions:
     """``count`` random directions for this group: unit vectors in the location's channels, or for ``spectral``
     random rank-one modes with the per-head strengths of the layer's top ov mode."""
     if op == "spectral":
-        top = weight_directions(model, layer, "ov-left", 1)
+        top = compute_directions(model.unet, layer, "ov-left", model_id=model.model_id, k=1)
         tiled = Directions(top.vectors.repeat(count, 1), top.values.repeat(count), dict(top.metadata))
         return operators.random_modes(tiled, read_attention_weights(model.unet, layer), seed=seed)
     channels = operators.location_dims(model, location)[0]
@@ -280,20 +313,25 @@ def random_set(model: DiffusionModel, op: str, layer: str, location: str, count:
     return Directions(vectors, torch.zeros(count), {"decomposition": "random", "layer": layer, "seed": seed})
 
 
-def _group_name(group: tuple[str, str, str]) -> str:
-    op, layer, loc = group
-    return f"{op} @ {layer}" + ("" if loc == layer else f" -> {loc}")
+def _group_name(group: dict) -> str:
+    op, layer, loc = group["operator"], group["layer"], group["location"]
+    window = f" (t_edit {group['t_edit']}, change {group['target_change']:g})" if "t_edit" in group else ""
+    return f"{op} @ {layer}" + ("" if loc == layer else f" -> {loc}") + window
 
 
-def screen(lab: Lab, group: tuple[str, str, str]) -> dict:
+SPECTRAL_SOURCES = ("qk", "ov-left", "qkv")  # spectral edits a rank-one mode of one of these products
+
+
+def screen(lab: Lab, group: Group) -> dict:
     """Phase 2 for one group: every weight candidate and ``screen_random`` random ones on the selection seeds."""
-    op, layer, loc = group
+    op, layer, loc, t_edit, target = group_settings(group, lab.plan)
+    lab = lab.at(t_edit, target)
     plan, rows = lab.plan, []
     with lab.timed("screen"):
         for source in plan.sources:
-            if op == "spectral" and source == "ov-right":
-                continue  # the same rank-one modes as ov-left
-            dirs = weight_directions(lab.model, layer, source, plan.candidates)
+            if op == "spectral" and source not in SPECTRAL_SOURCES:
+                continue  # ov-right: the same modes as ov-left; single matrices and no-colour: no mode to edit
+            dirs = weight_directions(lab, layer, source, plan.candidates, loc)
             alphas = lab.calibrate(op, loc, dirs)
             for index, s in enumerate(lab.series(op, loc, dirs, alphas, plan.selection_seeds)):
                 best = protocol.best_attribute(s["changes"], lab.targets)
@@ -303,7 +341,8 @@ def screen(lab: Lab, group: tuple[str, str, str]) -> dict:
         scores = [protocol.best_attribute(s["changes"], lab.targets)["score"]
                   for s in lab.series(op, loc, rand, alphas, plan.selection_seeds)]  # fmt: skip
     return {
-        "operator": op, "layer": layer, "location": loc, "rows": rows, "candidates": len(rows),
+        "operator": op, "layer": layer, "location": loc, "t_edit": t_edit, "target_change": target, "rows": rows,
+        "candidates": len(rows),
         "random_best_score": {"p50": float(np.median(scores)), "p95": float(np.percentile(scores, 95)),
                               "n": len(scores)},
     }  # fmt: skip
@@ -312,6 +351,7 @@ def screen(lab: Lab, group: tuple[str, str, str]) -> dict:
 def full_treatment(lab: Lab, group: dict, chosen: list[dict], ceiling: dict | None) -> list[dict]:
     """Phase 3 (and 4) for the chosen rows of one group: test blocks beside a random distribution."""
     op, layer, loc = group["operator"], group["layer"], group["location"]
+    lab = lab.at(group["t_edit"], group["target_change"])
     plan = lab.plan
     with lab.timed("random"):
         rand = random_set(lab.model, op, layer, loc, plan.random_per_row, seed=1000)
@@ -322,7 +362,7 @@ def full_treatment(lab: Lab, group: dict, chosen: list[dict], ceiling: dict | No
     rows = []
     with lab.timed("test"):
         for c in chosen:
-            dirs = weight_directions(lab.model, layer, c["source"], plan.candidates).select([c["index"]])
+            dirs = weight_directions(lab, layer, c["source"], plan.candidates, loc).select([c["index"]])
             rows.append(_test_row(lab, dirs, c["alpha"], c["selection"], group, c["source"], c["index"],
                                   r_sel, r_test, r_alpha, m=group["candidates"]))  # fmt: skip
     if ceiling is not None and op != "spectral":
@@ -354,7 +394,8 @@ def _test_row(lab, dirs, alpha, selection, group, source, index, r_sel, r_test, 
         row["change_flag"] = abs(s["reached_change"] / lab.plan.target_change - 1) > protocol.CHANGE_TOLERANCE
         blocks.append(row)
     return {
-        "source": source, "operator": op, "layer": group["layer"], "location": loc, "index": index,
+        "source": source, "operator": op, "layer": group["layer"], "location": loc, "t_edit": group["t_edit"],
+        "target_change": group["target_change"], "index": index,
         "attribute": name, "sign": sign, "alpha": alpha, "selection_score": selection["score"],
         "blocks": blocks, "precise": protocol.is_precise(blocks), "random_alpha_median": float(np.median(r_alpha)),
     }  # fmt: skip
@@ -362,7 +403,8 @@ def _test_row(lab, dirs, alpha, selection, group, source, index, r_sel, r_test, 
 
 def supervised(lab: Lab, location: str) -> dict:
     """Ridge read-outs from the pooled hidden state at ``location`` (edited steps) to each target attribute:
-    unit directions, and held-out R^2 (fit on 3/4 of the samples, scored on the rest)."""
+    unit directions, and held-out R^2 (fit on 3/4 of the samples, its ridge strength chosen by 4-fold
+    cross-validation inside them, and scored on the rest)."""
     seeds = list(range(50_000, 50_000 + lab.plan.ceiling_samples))
     with lab.timed("ceiling"):
         hidden = collect_hidden(lab.model, seeds, lab.plan.steps, lab.plan.t_edit, location, lab.plan.batch,
@@ -378,13 +420,31 @@ def supervised(lab: Lab, location: str) -> dict:
         tr, te = ok & torch.as_tensor(fit), ok & ~torch.as_tensor(fit)
         if tr.sum() < 8 or te.sum() < 4:
             continue
-        w, b = _ridge(x[tr], y[tr])
-        pred = x[te] @ w + b
-        r2 = 1 - float((pred - y[te]).pow(2).mean() / y[te].var().clamp_min(1e-12))
-        w_all, _ = _ridge(x[ok], y[ok])
+        strength = _cv_strength(x[tr], y[tr])
+        w, b = _ridge(x[tr], y[tr], strength)
+        r2 = _r2(x[te] @ w + b, y[te])
+        w_all, _ = _ridge(x[ok], y[ok], strength)
         out["directions"][name] = (w_all / w_all.norm().clamp_min(1e-12)).float()
         out["r2"][name] = r2
     return out
+
+
+RIDGE_STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # relative to the mean eigenvalue of the Gram matrix
+
+
+def _r2(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return 1 - float((pred - y).pow(2).mean() / y.var().clamp_min(1e-12))
+
+
+def _cv_strength(x: torch.Tensor, y: torch.Tensor, folds: int = 4) -> float:
+    """The ridge strength of ``RIDGE_STRENGTHS`` with the best mean R^2 over ``folds`` contiguous folds."""
+    fold = torch.arange(len(y)) % folds
+
+    def score(strength: float) -> float:
+        fits = [_ridge(x[fold != f], y[fold != f], strength) for f in range(folds)]
+        return float(np.mean([_r2(x[fold == f] @ w + b, y[fold == f]) for f, (w, b) in enumerate(fits)]))
+
+    return max(RIDGE_STRENGTHS, key=score)
 
 
 def _ridge(x: torch.Tensor, y: torch.Tensor, strength: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,12 +456,12 @@ def _ridge(x: torch.Tensor, y: torch.Tensor, strength: float = 1e-2) -> tuple[to
     return w, my - mx @ w
 
 
-def alignment(lab: Lab, layer: str, ceiling: dict, k: int = 16) -> list[dict]:
+def alignment(lab: Lab, layer: str, location: str, ceiling: dict, k: int = 16) -> list[dict]:
     """|cos| of the top-k weight directions (every decomposition) with each supervised direction, against the
     95th percentile of random unit vectors; and each supervised direction's energy in the top-k subspace."""
     out = []
     for source in lab.plan.sources:
-        dirs = weight_directions(lab.model, layer, source, k)
+        dirs = weight_directions(lab, layer, source, k, location)
         v = dirs.vectors.double()
         if v.shape[1] != next(iter(ceiling["directions"].values()), torch.zeros(0)).numel():
             continue
@@ -438,20 +498,26 @@ def run(plan: Plan, probe: Probe | None = None, model: DiffusionModel | None = N
             break
         if gi in chosen or len(chosen) < plan.full_groups:
             chosen.setdefault(gi, []).append(screens[gi]["rows"][ri])
-    ceilings: dict[str, dict] = {}
+    ceilings: dict[str, dict] = {}  # by location and edit window: "mid_block" or "mid_block @ t_edit 0"
     rows = []
+
+    def ceiling_key(g: dict) -> str:
+        return g["location"] + ("" if g["t_edit"] == plan.t_edit else f" @ t_edit {g['t_edit']}")
+
     for gi, picks in tqdm(chosen.items(), desc="full treatment", disable=not progress):
-        loc = screens[gi]["location"]
-        if loc not in ceilings:
-            ceilings[loc] = supervised(lab, loc)
-        rows += full_treatment(lab, screens[gi], picks, ceilings[loc])
+        key = ceiling_key(screens[gi])
+        if key not in ceilings:
+            ceilings[key] = supervised(lab.at(screens[gi]["t_edit"], plan.target_change), screens[gi]["location"])
+        rows += full_treatment(lab, screens[gi], picks, ceilings[key])
     align = []
     for gi in chosen:
         g = screens[gi]
         if g["layer"] == g["location"] or g["location"] == "mid_block":
             align += [
                 dict(a, layer=g["layer"], location=g["location"])
-                for a in alignment(lab, g["layer"], ceilings[g["location"]])
+                for a in alignment(
+                    lab.at(g["t_edit"], g["target_change"]), g["layer"], g["location"], ceilings[ceiling_key(g)]
+                )
             ]
     align = list({(a["decomposition"], a["attribute"], a["layer"]): a for a in align}.values())
     weight_rows = [r for r in rows if r["source"] != "supervised"]
@@ -496,12 +562,19 @@ def defaults_from(result: dict, row: dict) -> dict:
         "location": row["location"],
         "decomposition": row["source"],
         "operator": row["operator"],
-        "t_edit": plan["t_edit"],
+        "t_edit": row.get("t_edit", plan["t_edit"]),
         "steps": plan["steps"],
         "alphas": [round(s * a, 6) for s in protocol.STRENGTHS],
         "direction": row["index"],
         "label": f"{sign}{row['attribute']}",
         "precise": row["precise"],
+        "protocol_rows": [  # every fully treated weight row, for labels (``evaluation.reading``)
+            {
+                k: r[k]
+                for k in ("layer", "source", "index", "operator", "location", "t_edit", "attribute", "sign", "precise")
+            }
+            for r in result["rows"]
+        ],  # fmt: skip
         "measured": (
             f"eigenedit.evaluation.protocol_run {result['created']}; test blocks: rho "
             + " / ".join(f"{x['rho']:+.2f}" for x in b)
@@ -549,7 +622,7 @@ def markdown(result: dict) -> str:
             return " / ".join(fn(x) for x in b)
 
         lines.append(
-            f"| {r['operator']} | {r['layer']} -> {r['location']} | {r['source']} #{r['index']} | "
+            f"| {r['operator']} | {r['layer']} -> {r['location']}{_window(r, result)} | {r['source']} #{r['index']} | "
             f"{'+' if r['sign'] > 0 else '-'}{r['attribute']} | "
             + each(lambda x: f"{x['rho']:+.2f} [{x['rho_ci'][0]:+.2f}, {x['rho_ci'][1]:+.2f}]")
             + " | "
@@ -592,7 +665,7 @@ def markdown(result: dict) -> str:
         rnd = g["random_best_score"]
         for row in sorted(g["rows"], key=lambda r: -r["selection"]["score"]):
             s = row["selection"]
-            lines.append(f"| {_group_name((g['operator'], g['layer'], g['location']))} | {row['source']} "
+            lines.append(f"| {_group_name(g)} | {row['source']} "
                          f"#{row['index']} | {'+' if s['sign'] > 0 else '-'}{s['attribute']} | {s['rho']:+.2f} | "
                          f"{_f(s['off_target_ratio'], '.1f')} | {s['score']:.2f} | {rnd['p50']:.2f} / "
                          f"{rnd['p95']:.2f} |")  # fmt: skip
@@ -604,6 +677,13 @@ def markdown(result: dict) -> str:
     ]
     lines += [f"\nTest blocks: {nb}."] + [f"\nNote: {n}" for n in result["plan"]["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _window(row: dict, result: dict) -> str:
+    """`` (t_edit T, change C)`` where a row's edit window differs from the plan's, else nothing."""
+    plan = result["plan"]
+    t, c = row.get("t_edit", plan["t_edit"]), row.get("target_change", plan["target_change"])
+    return "" if (t, c) == (plan["t_edit"], plan["target_change"]) else f" (t_edit {t}, change {c:g})"
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -668,7 +748,8 @@ def summary_table(results: list[dict]) -> str:
 
         name = result.get("model_run", result["model"])
         lines.append(
-            f"| `{name}` | {row['operator']}, {row['source']} #{row['index']} of `{row['layer']}`: "
+            f"| `{name}` | {row['operator']}, {row['source']} #{row['index']} of `{row['layer']}`"
+            f"{_window(row, result)}: "
             f"{'+' if row['sign'] > 0 else '-'}{row['attribute']} | {each('rho', '+.2f')} | "
             f"{each('random_abs_rho_p95', '.2f')} | {each('off_target_ratio', '.1f')} | {each('p_value', '.3f')} | "
             f"{'**yes**' if row['precise'] else 'no'} | {ceil} |"
@@ -682,6 +763,14 @@ def update_summary(results_dir: Path, readme: Path) -> None:
     text = readme.read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
     readme.write_text(text[:start] + "\n" + summary_table(results) + text[end:])
+
+
+def _parse_group(text: str) -> Group:
+    """OPERATOR:LAYER:LOCATION or OPERATOR:LAYER:LOCATION:T_EDIT:CHANGE; a ValueError for anything else."""
+    parts = text.split(":")
+    if len(parts) not in (3, 5) or parts[0] not in NOMINAL:
+        raise ValueError(text)
+    return (*parts[:3], int(parts[3]), float(parts[4])) if len(parts) == 5 else tuple(parts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -705,7 +794,7 @@ def main(argv: list[str] | None = None) -> None:
         "--group",
         action="append",
         default=None,
-        metavar="OPERATOR:LAYER:LOCATION",
+        metavar="OPERATOR:LAYER:LOCATION[:T_EDIT:CHANGE]",
         help="only these groups of the model's plan (repeatable); results get a name suffix",
     )
     args = parser.parse_args(argv)
@@ -720,10 +809,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.num_threads)
     plan = plan_for(args.model, args.quick)
     if args.group:
-        groups = [tuple(g.split(":")) for g in args.group]
-        unknown = [g for g in groups if len(g) != 3 or g[0] not in NOMINAL]
-        if unknown:
-            parser.error(f"--group must be OPERATOR:LAYER:LOCATION with an operator of {', '.join(NOMINAL)}")
+        try:
+            groups = [_parse_group(g) for g in args.group]
+        except ValueError:
+            parser.error(f"--group must be OPERATOR:LAYER:LOCATION[:T_EDIT:CHANGE] with an operator of "
+                         f"{', '.join(NOMINAL)}")  # fmt: skip
         plan = replace(plan, groups=groups, full_groups=len(groups))
     result = run(plan)
     if args.group:
