@@ -8,6 +8,7 @@ from PIL import Image
 from eigenedit.apps.cli import main
 
 from .conftest import run
+from .test_hostile_inputs import one_error
 
 
 def test_layers_and_directions(model_dir, tmp_path, capsys):
@@ -109,13 +110,55 @@ def test_console_script_exit_code(tmp_path):
     assert proc.returncode == 2 and "unknown model" in proc.stderr
 
 
-def test_label_option_stores_labels(model_dir, tmp_path, capsys):
+def with_defaults(model_dir, tmp_path, defaults: dict):
+    """A copy of the tiny model's folder with this eigenedit.json."""
+    import json
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    (folder / "eigenedit.json").write_text(json.dumps(defaults))
+    return folder
+
+
+def test_label_option_stores_the_protocol_reading(model_dir, tmp_path, capsys):
     from eigenedit.core.directions import Directions
 
+    folder = with_defaults(model_dir, tmp_path, {"labeller": "shapes", "steps": 2})
     out = tmp_path / "d.safetensors"
-    assert run("directions", "--model", model_dir, "-k", "2", "--label", "-o", out) == 0
+    assert run("directions", "--model", folder, "-k", "2", "--label", "-o", out) == 0
     labels = Directions.load(out).labels
-    assert len(labels) == 2 and all(labels)  # "none" when nothing moves, else e.g. "+size"
+    assert len(labels) == 2 and all(lab[0] in "+-" and "not tested by the protocol" in lab for lab in labels)
+
+
+def test_label_needs_a_probe(model_dir, tmp_path, capsys):
+    assert run("directions", "--model", model_dir, "-k", "1", "--label") == 2
+    assert "no attribute probe" in one_error(capsys)
+
+
+def test_sweep_rows_carry_the_protocols_verdict(model_dir, tmp_path, monkeypatch):
+    from eigenedit.apps import cli
+
+    row = {"layer": "mid_block.attentions.0", "source": "qk", "index": 0, "operator": "shift", "location": "mid_block",
+           "t_edit": 0, "attribute": "size", "sign": -1.0, "precise": False, "rho": [0.9, 0.85],
+           "random_abs_rho_p95": [0.95, 0.9], "off_target_ratio": [2.5, 2.1]}  # fmt: skip
+    folder = with_defaults(
+        model_dir,
+        tmp_path,
+        {
+            "layer": "mid_block.attentions.0",
+            "decomposition": "qk",
+            "operator": "shift",
+            "location": "mid_block",
+            "protocol_rows": [row],
+        },
+    )
+    seen = {}
+    real = cli.image_grid
+    monkeypatch.setattr(cli, "image_grid", lambda *a, **kw: seen.setdefault("rows", a[3]) and real(*a, **kw))
+    assert run("sweep", "--model", folder, "-k", "2", "--steps", "2", "--scale", "1", "-o", tmp_path / "s.png") == 0
+    assert seen["rows"] == ["0: -size: rho +0.90/+0.85 (random p95 0.95/0.90), not precise",
+                            "1: not measured by the protocol"]  # fmt: skip
 
 
 def test_directions_file_of_another_model_is_refused(model_dir, tmp_path, capsys):
@@ -159,22 +202,18 @@ def test_train_subcommand_passes_its_options_through(tmp_path):
 
 
 def test_label_uses_the_models_edit_location(model_dir, tmp_path, monkeypatch):
-    import json
-    import shutil
+    from eigenedit.evaluation import reading
 
-    import eigenedit.evaluation.evaluate as evaluation
-
-    folder = tmp_path / "m"
-    shutil.copytree(model_dir, folder)
-    (folder / "eigenedit.json").write_text(json.dumps({"location": "mid_block.attentions.0", "t_edit": 100}))
+    folder = with_defaults(model_dir, tmp_path, {"location": "mid_block.attentions.0", "t_edit": 100,
+                                                 "labeller": "shapes", "steps": 2})  # fmt: skip
     seen = {}
-    real = evaluation.evaluate_directions
+    real = reading.read_directions
 
-    def spy(model, dirs, seeds, alpha, steps, t_edit, location, **kw):
+    def spy(model, dirs, operator, location, t_edit, steps, **kw):
         seen.update(t_edit=t_edit, location=location)
-        return real(model, dirs, seeds, alpha, steps, t_edit, location, **kw)
+        return real(model, dirs, operator, location, t_edit, steps, **kw)
 
-    monkeypatch.setattr(evaluation, "evaluate_directions", spy)
+    monkeypatch.setattr(reading, "read_directions", spy)
     assert run("directions", "--model", folder, "-k", "1", "--label") == 0
     assert seen == {"t_edit": 100, "location": "mid_block.attentions.0"}
 

@@ -253,7 +253,6 @@ OPTIONS = {  # option: (valid values, invalid values)
     "--guidance": (["7"], ["-1", "nan"]),
     "--difficulty": (["5"], ["0"]),
     "--prompt": (["a cat"], []),
-    "--label-alpha": (["1"], ["nan"]),
     "--fold-norm": ([None], []),
     "--asymmetric": ([None], []),
     "--compare": ([None], []),
@@ -265,9 +264,9 @@ SAMPLING = {"--seed", "--image", "--steps", "--t-edit", "--location", "--asymmet
 SAMPLING |= {"--difficulty", "--prompt", "--guidance"}
 ACCEPTS = {
     "layers": COMMON,
-    "directions": DIRS | {"-k", "--label-alpha"},
+    "directions": DIRS | {"-k"},
     "edit": DIRS | SAMPLING | {"--edit", "--compare"},
-    "sweep": DIRS | SAMPLING | {"-k", "--alphas=", "--label-alpha"},
+    "sweep": DIRS | SAMPLING | {"-k", "--alphas="},
     "invert": COMMON | SAMPLING,
     "batch": COMMON
     | {"--directions", "--edit", "--steps", "--t-edit", "--location", "--asymmetric", "--scale"}

@@ -110,27 +110,50 @@ def test_downloads_are_a_png_and_a_directions_file(state, shapes_model, tmp_path
 
 
 def test_labels_reach_table_sliders_and_file(state, monkeypatch):
-    import eigenedit.evaluation.evaluate as evaluation
+    from eigenedit.evaluation import reading
 
     calls = []
 
-    def fake_evaluate(model, dirs, seeds, alpha, steps, t_edit, location):
-        calls.append((len(dirs), alpha, location))
-        return [type("Score", (), {"label": f"+f{i}"})() for i in range(len(dirs))], 0.0
+    def fake_read(model, dirs, operator, location, t_edit, steps, **kw):
+        calls.append((len(dirs), operator, location))
+        return [{"attribute": f"f{i}", "sign": 1.0} for i in range(len(dirs))]
 
-    monkeypatch.setattr(evaluation, "evaluate_directions", fake_evaluate)
+    monkeypatch.setattr(reading, "read_directions", fake_read)
     view = View(model="shapes32", first=1)
-    assert state.label(view, 4.0) == [f"+f{i}" for i in range(N_SLIDERS)]
-    assert calls == [(N_SLIDERS, 4.0, "up_blocks.0.attentions.1")]
-    assert [row[2] for row in state.table(view)[:3]] == ["", "+f0", "+f1"]
-    assert state.slider_labels(view)[0].endswith("+f0")
-    assert Directions.load(state.directions_file(view)).labels[1] == "+f0"
+    found = state.label(view)
+    assert found == [f"+f{i} (not tested by the protocol)" for i in range(N_SLIDERS)]
+    assert calls == [(N_SLIDERS, state.resolve(view).operator, "up_blocks.0.attentions.1")]
+    assert [row[2] for row in state.table(view)[:3]] == ["", found[0], found[1]]
+    assert state.slider_labels(view)[0].endswith(found[0])
+    assert Directions.load(state.directions_file(view)).labels[1] == found[0]
 
 
-def test_labels_need_a_shapes_model(tiny_model, tmp_path):
+@pytest.mark.parametrize("model_id", ["faces64", "terrain128", "fashion32", "shapes32"])
+def test_every_shipped_model_has_a_label_reader(model_id):
+    from eigenedit.evaluation import reading
+
+    model = type("Model", (), {"model_id": model_id, "edit_defaults": {}})()
+    assert reading.probe_of(model) is not None
+
+
+def test_labels_say_precise_only_where_the_protocol_did():
+    from eigenedit.evaluation.reading import label_text
+
+    stored = {"attribute": "face_width", "sign": 1.0, "precise": True}
+    assert label_text({"attribute": "face_width", "sign": 1.0}, stored) == "+face_width (protocol: precise)"
+    assert label_text({"attribute": "face_width", "sign": 1.0}, stored | {"precise": False}) == (
+        "+face_width (protocol: not precise)"
+    )
+    assert label_text({"attribute": "brightness", "sign": -1.0}, stored) == (
+        "-brightness (protocol: +face_width, precise)"  # the reading and the protocol's row disagree: both shown
+    )
+    assert "precise" not in label_text({"attribute": "yaw", "sign": 1.0}, {}).replace("not tested", "")
+
+
+def test_labels_need_a_probe(tiny_model, tmp_path):
     state = EditorState(loader=lambda name: tiny_model, workdir=tmp_path)
-    with pytest.raises(ValueError, match="automatic labels need a shapes model"):
-        state.label(View(model="tiny", layer="mid_block.attentions.0"), 1.0)
+    with pytest.raises(ValueError, match="automatic labels need a model with a probe"):
+        state.label(View(model="tiny", layer="mid_block.attentions.0"))
 
 
 def test_direction_and_location_mismatch_is_a_clear_error(state):

@@ -102,8 +102,12 @@ def direction_parser() -> argparse.ArgumentParser:
 
 def label_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--label", action="store_true", help="label directions by the factor they move (shapes models)")
-    p.add_argument("--label-alpha", type=parse_alpha, default=1.0, help="edit strength used for labelling")
+    p.add_argument(
+        "--label",
+        action="store_true",
+        help="name each direction by what it moves most at the protocol's matched change (models with a probe), "
+        "and by the protocol's verdict where it measured it",
+    )
     return p
 
 
@@ -162,14 +166,27 @@ def get_directions(args, model: DiffusionModel) -> Directions:
 
 
 def maybe_label(args, model: DiffusionModel, dirs: Directions) -> Directions:
-    """With --label: name each direction by the factor it moves most (e.g. "+size"), measured on 8 seeds."""
+    """With --label: name each direction by the protocol's reading (``evaluation.reading``: what it moves most
+    at matched change, on 4 seeds) and the protocol's stored verdict, e.g. "-hair_color (protocol: not precise)"."""
     if not args.label:
         return dirs
-    from eigenedit.evaluation.evaluate import evaluate_directions, label_directions
+    from eigenedit.evaluation import reading
 
     steps = min(getattr(args, "steps", 20), 20)
-    scores, _ = evaluate_directions(model, dirs, list(range(8)), args.label_alpha, steps, args.t_edit, args.location)
-    return label_directions(dirs, scores)
+    return reading.label_directions(model, dirs, args.operator, args.location, args.t_edit, steps)
+
+
+def row_titles(args, model: DiffusionModel, dirs: Directions) -> list[str]:
+    """A sweep's row titles: each direction's --label, else the protocol's stored verdict on it (its measured
+    rho against random directions, and whether it is precise), else its eigen/singular value."""
+    from eigenedit.evaluation import reading
+
+    if any(dirs.labels):
+        return [f"{i}: {lab}" for i, lab in enumerate(dirs.labels)]
+    verdicts = reading.protocol_verdicts(model, dirs, args.operator, args.location)
+    if not any(verdicts):
+        return [f"{i} ({v:.3g})" for i, v in enumerate(dirs.values.tolist())]
+    return [f"{i}: {reading.verdict_text(v)}" for i, v in enumerate(verdicts)]
 
 
 def starting_noise(args, model: DiffusionModel) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -306,10 +323,8 @@ def cmd_sweep(args) -> None:
         images = sampling.edit_images(model, x_t, edit, args.steps, args.batch_size, progress=True)
     images = model.decode(images)
     elapsed = time.perf_counter() - start
-    values, labels = dirs.values.tolist(), dirs.labels
-    row_labels = [f"{i} ({v:.3g}) {lab}".strip() for i, (v, lab) in enumerate(zip(values, labels, strict=True))]
     col_labels = [f"a={a:g}" for a in args.alphas]
-    grid = image_grid(images, len(dirs), len(args.alphas), row_labels, col_labels, scale=args.scale)
+    grid = image_grid(images, len(dirs), len(args.alphas), row_titles(args, model, dirs), col_labels, scale=args.scale)
     warn_strengths(args.alphas, model.edit_defaults, args.operator)
     warn_unreached(model, args.steps, args.t_edit)
     save_image(grid, args.output)

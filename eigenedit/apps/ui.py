@@ -41,9 +41,7 @@ N_SLIDERS = 5  # directions edited at once: first, first + 1, ...
 FILE_CACHE = 64  # downloadable files (edited PNGs, directions) kept on disk per server; older ones are deleted
 DEFAULT_STEPS = 10  # DDIM steps of the preview: few, for speed
 DISPLAY_SIZE = 256  # shown images are upscaled (nearest neighbour) to about this many pixels
-LABEL_SEEDS = 8  # seeds scored per direction by the "label" button (as ``eigenedit directions --label``)
-LABEL_STEPS = 20
-LABELLED_MODELS = {"shapes32"}  # models whose images the analytic shapes factor estimator can read
+LABEL_STEPS = 20  # at most, for the "label" button (``evaluation.reading``, as ``eigenedit directions --label``)
 MERGED = "merged"  # the head choice for all heads together
 DECOMPOSITION_CHOICES = (*DECOMPOSITIONS, "random")
 INSTALL_HINT = 'the web UI needs gradio: pip install "eigenedit[ui]"'
@@ -217,8 +215,10 @@ class EditorState:
         return self.model(name).attention_weights(layer).heads
 
     def can_label(self, name: str) -> bool:
-        """Automatic labels need images the shapes factor estimator can read."""
-        return (name or "").strip() in LABELLED_MODELS or self.model(name).edit_defaults.get("labeller") == "shapes"
+        """Automatic labels need a probe that reads the model's images (every shipped model has one)."""
+        from eigenedit.evaluation import reading
+
+        return reading.probe_of(self.model(name)) is not None
 
     # -- directions ------------------------------------------------------------------------------------------
     def _direction_key(self, view: View) -> tuple:
@@ -266,22 +266,24 @@ class EditorState:
         dirs = self.directions(view)
         return [[i, round(v, 6), lab] for i, (v, lab) in enumerate(zip(dirs.values.tolist(), dirs.labels, strict=True))]
 
-    def label(self, view: View, alpha: float) -> list[str]:
-        """Name the shown directions by the shapes factor each moves most at +-alpha (about 10 s on 2 cores)."""
-        from eigenedit.evaluation.evaluate import evaluate_directions
+    def label(self, view: View) -> list[str]:
+        """Name the shown directions by the protocol's reading (what each moves most at matched change, on 4
+        seeds) and its stored verdict, e.g. "-hair_color (protocol: not precise)"."""
+        from eigenedit.evaluation import reading
 
         if not self.can_label(view.model):
-            raise ValueError(f"automatic labels need a shapes model ({', '.join(sorted(LABELLED_MODELS))})")
+            raise ValueError("automatic labels need a model with a probe: faces64, terrain128, fashion32, shapes32, "
+                             'or one whose eigenedit.json names a "labeller"')  # fmt: skip
         view = self.resolve(view)
         indices = self.shown(view)
         model = self.model(view.model)
+        steps = min(int(self.defaults(view.model)["steps"]), LABEL_STEPS)
         with self._lock:
-            chosen = self.directions(view).select(indices)
-            seeds = list(range(LABEL_SEEDS))
-            scores, _ = evaluate_directions(model, chosen, seeds, alpha, LABEL_STEPS, view.t_edit, view.location)
+            chosen = reading.label_directions(model, self.directions(view).select(indices), view.operator,
+                                              view.location, view.t_edit, steps)  # fmt: skip
             known, _ = self._labels.get_or_make(self._direction_key(view), dict)
-            known.update({i: s.label for i, s in zip(indices, scores, strict=True)})
-        return [s.label for s in scores]
+            known.update(dict(zip(indices, chosen.labels, strict=True)))
+        return chosen.labels
 
     def _check_location(self, view: View, dirs: Directions) -> None:
         model = self.model(view.model)
@@ -591,14 +593,14 @@ class Callbacks:
         """Label the shown directions. Outputs: table, directions file, status, *sliders."""
         keep = self.gr.update()
         try:
-            view, alpha_max, _, _ = self._split(values)
+            view, _, _, _ = self._split(values)
             start = time.perf_counter()
-            found = self.state.label(view, alpha_max)
+            found = self.state.label(view)
             labels = self.state.slider_labels(view)
             table, dirs_file = self.state.table(view), str(self.state.directions_file(view))
         except UI_ERRORS as err:
             return (keep, keep, error_line(err), *[keep] * N_SLIDERS)
-        status = f"labels at alpha +-{alpha_max:g}: {', '.join(found)} ({time.perf_counter() - start:.1f} s)"
+        status = f"labels at the protocol's matched change: {', '.join(found)} ({time.perf_counter() - start:.1f} s)"
         sliders = [self.gr.update(label=lab) for lab in labels] + [keep] * (N_SLIDERS - len(labels))
         return (table, dirs_file, status, *sliders)
 

@@ -551,6 +551,15 @@ def best_row(result: dict) -> dict | None:
     return max(rows, key=lambda r: (r["precise"], min(b["score"] for b in r["blocks"])))
 
 
+STORED_FIELDS = ("layer", "source", "index", "operator", "location", "t_edit", "attribute", "sign", "precise")
+
+
+def _stored_row(row: dict) -> dict:
+    """A fully treated row as eigenedit.json keeps it: what it is, its verdict, and its numbers per block."""
+    numbers = {k: [round(b[k], 3) for b in row["blocks"]] for k in ("rho", "random_abs_rho_p95", "off_target_ratio")}
+    return {k: row[k] for k in STORED_FIELDS} | numbers
+
+
 def defaults_from(result: dict, row: dict) -> dict:
     """An eigenedit.json chosen by the protocol (settings from the selection seeds; numbers from the test blocks)."""
     plan = result["plan"]
@@ -568,13 +577,7 @@ def defaults_from(result: dict, row: dict) -> dict:
         "direction": row["index"],
         "label": f"{sign}{row['attribute']}",
         "precise": row["precise"],
-        "protocol_rows": [  # every fully treated weight row, for labels (``evaluation.reading``)
-            {
-                k: r[k]
-                for k in ("layer", "source", "index", "operator", "location", "t_edit", "attribute", "sign", "precise")
-            }
-            for r in result["rows"]
-        ],  # fmt: skip
+        "protocol_rows": [_stored_row(r) for r in result["rows"]],  # for labels (``evaluation.reading``)
         "measured": (
             f"eigenedit.evaluation.protocol_run {result['created']}; test blocks: rho "
             + " / ".join(f"{x['rho']:+.2f}" for x in b)

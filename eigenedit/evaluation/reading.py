@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from eigenedit.core.directions import Directions
 from eigenedit.evaluation import protocol
-from eigenedit.evaluation.probes import Probe, probe_for_model
+from eigenedit.evaluation.probes import Probe, load_probe, probe_for_model
 from eigenedit.evaluation.protocol_run import Lab, Plan
 from eigenedit.models import DiffusionModel
 
@@ -21,9 +21,17 @@ READ_SEEDS = (0, 1, 2, 3)
 CALIBRATION_SEEDS = (4, 5)
 
 
-def has_reader(model: DiffusionModel) -> bool:
-    """Whether the model has a probe the reading can use."""
-    return probe_for_model(model.model_id) is not None
+_PROBES: dict[str, Probe | None] = {}
+
+
+def probe_of(model: DiffusionModel) -> Probe | None:
+    """The probe that reads this model's images: its shipped probe, else the one its eigenedit.json names
+    (``"labeller"``: a shipped probe name or module:function), else None. Loaded once per model."""
+    key = f"{model.model_id}|{model.edit_defaults.get('labeller')}"
+    if key not in _PROBES:
+        named = model.edit_defaults.get("labeller")
+        _PROBES[key] = probe_for_model(model.model_id) or (load_probe(named) if named else None)
+    return _PROBES[key]
 
 
 def read_directions(
@@ -38,9 +46,12 @@ def read_directions(
 ) -> list[dict]:
     """Per direction: ``protocol.best_attribute`` over every continuous read, nuisance (brightness, colour)
     included, at the protocol's matched change, plus ``alpha`` (the calibrated strength)."""
-    probe = probe or probe_for_model(model.model_id)
+    probe = probe or probe_of(model)
     if probe is None:
-        raise ValueError(f"model {model.model_id!r} has no attribute probe to read its directions with")
+        raise ValueError(
+            f"model {model.model_id!r} has no attribute probe to read its directions with (the shipped models have "
+            'one; another model can name one in its eigenedit.json: "labeller": "shapes" or "module:function")'
+        )
     plan = Plan(model.model_id, steps=steps, t_edit=t_edit, calibration_seeds=list(CALIBRATION_SEEDS),
                 selection_seeds=list(seeds), batch=32)  # fmt: skip
     lab = Lab(model, probe, plan, progress=False)
@@ -59,6 +70,19 @@ def protocol_verdicts(model: DiffusionModel, directions: Directions, operator: s
     fields = ("layer", "source", "index", "operator", "location")
     stored = {tuple(r.get(f) for f in fields): r for r in rows}
     return [stored.get((meta.get("layer"), meta.get("decomposition"), i, operator, location), {}) for i in indices]
+
+
+def verdict_text(verdict: dict) -> str:
+    """A stored protocol row in a few words: "-hair_color: rho +0.99/+0.92 (random p95 0.99/0.95), not precise";
+    "not measured by the protocol" where there is none."""
+    if not verdict:
+        return "not measured by the protocol"
+    name = f"{'+' if verdict['sign'] > 0 else '-'}{verdict['attribute']}"
+    numbers = ""
+    if verdict.get("rho") and verdict.get("random_abs_rho_p95"):
+        rho = "/".join(f"{r:+.2f}" for r in verdict["rho"])
+        numbers = f": rho {rho} (random p95 {'/'.join(f'{r:.2f}' for r in verdict['random_abs_rho_p95'])})"
+    return f"{name}{numbers}, {'precise' if verdict.get('precise') else 'not precise'}"
 
 
 def label_text(reading: dict, verdict: dict) -> str:
