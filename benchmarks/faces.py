@@ -86,6 +86,13 @@ glasses, beard, hair colour and style, skin tone, face width, head position and 
         + """
 
 ![samples](samples.png) ![inversion](inversion.png)
+
+## Edits
+
+The measured edits (the best weight directions per operator, each against random directions at matched image
+change, on held-out test seeds) and the default edit in `eigenedit.json` are the strict protocol's:
+[results/protocol_faces64.md](../../../results/protocol_faces64.md)
+(`python -m eigenedit.evaluation.protocol_run --model faces64`).
 """
     )
 

@@ -65,7 +65,7 @@ def write_card(
     label: str, scale: int,
 ) -> None:  # fmt: skip
     """A model folder's numbers.json, README.md (the card), samples.png (8x8) and inversion.png (8 + 8): the one
-    writer of model cards (``update_card`` replaces one marked section of a card)."""
+    writer of model cards."""
     write_text(out / "numbers.json", json.dumps(numbers, indent=1) + "\n")
     write_text(out / "README.md", text)
     save_png(image_grid(samples[:64], 8, 8, scale=2), out / "samples.png")
@@ -76,17 +76,6 @@ def write_card(
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def update_card(card: Path, start: str, end: str, section: str) -> None:
-    """Replace the card's text from marker ``start`` to ``end`` with ``section`` (which holds the markers), or
-    append ``section`` where the card has none."""
-    text = card.read_text()
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    write_text(card, text)
 
 
 def card(n: dict, config: dict) -> str:

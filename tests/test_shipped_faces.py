@@ -41,8 +41,8 @@ def test_samples_are_faces_on_flat_backgrounds():
 
 
 def test_default_edit_moves_its_measured_label():
-    """eigenedit.json's default edit (chosen by benchmarks/operators.py on selection seeds) moves the attribute it
-    is labelled with, in the labelled direction, on test seeds, at its 5 default strengths."""
+    """eigenedit.json's default edit (chosen by the protocol, ``evaluation.protocol_run``, on selection seeds) moves
+    the attribute it is labelled with, in the labelled direction, on test seeds, at its 5 default strengths."""
     model = load_model("faces64")
     d = model.edit_defaults
     sign, name = (1.0 if d["label"][0] == "+" else -1.0), d["label"][1:]

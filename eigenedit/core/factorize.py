@@ -6,8 +6,8 @@ For one head (or all heads merged) with input x in R^C:
 - ``ov-right`` right singular vectors of W_o W_v: what the layer reads from its input.
 - ``qkv``      eigenvectors of A^T A, A = [W_q; W_k; W_v] with every row (output unit) scaled to unit norm first:
                SeFa's recipe (genforce/sefa ``utils.factorize_weight``) applied to the three projections.
-               Without the normalisation (``qkv-raw`` in benchmarks/operators.py) it measured no better, so it
-               is not offered.
+               Without the normalisation it measured no better (docs/measurements-2026-11.md), so it is not
+               offered.
 - ``w_q``, ``w_k``, ``w_v``  right singular vectors of one input projection (eigenvectors of W^T W): the input
                directions that projection is most sensitive to ("the eigenvectors of these weight matrices" read
                as each matrix on its own).

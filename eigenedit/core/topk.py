@@ -7,8 +7,8 @@ matrix:
 
 - ``qk``        M = sym(W_q^T W_k) / sqrt(d); its eigenpairs (both signs, sorted by |value|). With merged heads M
                 is formed once (one C x C product is cheaper than four thin ones at every Krylov step).
-- ``qkv``       M = A^T A = W_q^T W_q + W_k^T W_k + W_v^T W_v (rows of A scaled to unit norm as in
-                ``factorize``; ``qkv-raw`` without); its eigenpairs.
+- ``qkv``       M = A^T A, A = [W_q; W_k; W_v] with its rows scaled to unit norm as in ``factorize``; its
+                eigenpairs.
 - ``ov-left``   M = B B^T, B = W_o W_v; eigenvectors are the left singular vectors, values sqrt(eigenvalues).
 - ``ov-right``  M = B^T B; the right singular vectors.
 - ``w_q`` ...   M = W^T W for one input projection (``w_o``: M = W_o W_o^T); singular vectors of that matrix.
@@ -107,10 +107,9 @@ def decomposition_operator(
         # one head: [W_q; W_k]^T (swap halves of [W_q; W_k] x), two thin products per step
         qk, inner = torch.cat([q, k]), q.shape[0]
         return (lambda x: qk.T @ (qk @ x).roll(inner, 0) * scale), False
-    if decomposition in ("qkv", "qkv-raw"):
+    if decomposition == "qkv":
         a = torch.cat([q, k, v])
-        if decomposition == "qkv":  # SeFa's unit-norm rows, as factorize does
-            a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)  # SeFa's unit-norm rows, as factorize does
         return (lambda x: a.T @ (a @ x)), False
     if decomposition == "ov-left":
         return (lambda x: o @ (v @ (v.T @ (o.T @ x)))), True

@@ -44,6 +44,7 @@ from eigenedit.evaluation.baselines import (
     pullback_location,
     x_space_guidance,
 )
+from eigenedit.evaluation.metrics import attribute_scale
 from eigenedit.evaluation.probes import Probe, load_probe, probe_for_model, shapes_scales
 from eigenedit.models import DiffusionModel
 
@@ -77,18 +78,15 @@ def _probe(probe: Probe | str) -> Probe:
 
 
 def attribute_scales(probe: Probe, plain_reads: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Units of every attribute: the probe's own ``scales``, else the std over the unedited images (categorical: 1)."""
+    """Units of every attribute: ``metrics.attribute_scale`` (the probe's own scale, else the std over the unedited
+    images), as the protocol's; categorical attributes: the probe's scale or 1."""
     valid = plain_reads["valid"]
-    out = {}
-    for name in probe.units:
-        if name in probe.categorical:
-            out[name] = probe.scales.get(name, 1.0)
-        elif name in probe.scales:
-            out[name] = probe.scales[name]
-        else:
-            values = plain_reads[name][valid].double()
-            out[name] = max(float(values.std()) if len(values) > 1 else 0.0, 1e-6)
-    return out
+    return {
+        name: probe.scales.get(name, 1.0)
+        if name in probe.categorical
+        else attribute_scale(plain_reads[name][valid], probe.scales.get(name))
+        for name in probe.units
+    }
 
 
 def attribute_changes(

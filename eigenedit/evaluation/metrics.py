@@ -1,6 +1,9 @@
-"""Image and distribution metrics computed without downloaded weights: PSNR, SSIM and the Frechet distance."""
+"""Image and distribution metrics computed without downloaded weights: PSNR, SSIM, the Frechet distance, the pixel
+change of an edit and an attribute's unit."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -56,3 +59,12 @@ def pixel_change(plain: torch.Tensor, edited: torch.Tensor) -> float:
     [-1, 1], so half their mean absolute difference). Non-finite images count as a change of 1."""
     d = (edited.double() - plain.double()).abs().flatten(1).mean(1) / 2
     return float(torch.nan_to_num(d, nan=1.0, posinf=1.0).mean())
+
+
+def attribute_scale(values: torch.Tensor, given: float | None = None) -> float:
+    """The one unit of a probe attribute: ``given`` (the probe's own scale) when set, else the std of ``values``
+    (its valid reads on the unedited images), 1 where that is unmeasurable (under 2 values, constant, non-finite)."""
+    if given:
+        return float(given)
+    std = float(values.double().std()) if len(values) > 1 else math.nan
+    return std if math.isfinite(std) and std > 1e-6 else 1.0

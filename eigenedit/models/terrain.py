@@ -29,7 +29,7 @@ from diffusers import DDIMScheduler
 from torch import nn
 
 from eigenedit.models.adm import ADMConfig, ADMUNet, GroupNorm32, UNetLikeConfig, UNetLikeOutput, load_weights
-from eigenedit.models.base import DiffusionModel
+from eigenedit.models.base import DiffusionModel, read_model_defaults
 
 MODEL_NAME = "terrain128"
 PACKAGE = "terrain_diffusion"  # import name of the PyPI package adaptive-terrain-diffusion
@@ -44,10 +44,12 @@ HEIGHT_RANGE = 22.16864013671875  # metres; TerrainGenerator.height_range
 ASINH_SCALE = 0.1  # TerrainGenerator.asinh_scale
 PIXEL_SIZE = 0.1  # metres per pixel: the package's default horizontal_scale
 
-# Edit defaults measured by benchmarks/terrain.py (results/terrain.md: ov-left at this 16x16 encoder layer moves
-# elevation, roughness, slope and ridge density monotonically; alpha 0.62 is where a random direction changes the
-# heightmap by 0.04). The CLI fills options the user leaves unset from them; 1 step: a consistency model.
-TERRAIN_EDIT_DEFAULTS = {  # benchmarks/operators.py: spectral ov modes beat random modes of the same norm here
+# Edit defaults; the CLI fills options the user leaves unset from them (1 step: a consistency model). They come from
+# the protocol (``python -m eigenedit.evaluation.protocol_run --model terrain128``, its chosen row); until it has run
+# on terrain128 these are the earlier benchmarks' (benchmarks/terrain.py, results/terrain.md: ov-left at this 16x16
+# encoder layer; alpha 0.62 is where a random direction changes the heightmap by 0.04).
+MEASURED_DEFAULTS_DIR = Path(__file__).parent.parent / "pretrained" / MODEL_NAME  # its eigenedit.json, if any
+TERRAIN_EDIT_DEFAULTS = {
     "layer": "network.input_blocks.16.1",
     "decomposition": "ov-left",
     "operator": "spectral",
@@ -423,7 +425,10 @@ def load_terrain_model(
         raise ValueError(str(err)) from None
     unet = EDMConsistencyUNet(network, preconditioning, difficulty).to(device)
     model_id = MODEL_NAME if path is None else str(path)
-    return TerrainModel(unet, terrain_scheduler(unet), model_id, "sample", dict(TERRAIN_EDIT_DEFAULTS))
+    model = TerrainModel(unet, terrain_scheduler(unet), model_id, "sample", dict(TERRAIN_EDIT_DEFAULTS))
+    if path is None:  # the protocol's choice for the bundled model, where it has been measured
+        model.edit_defaults = read_model_defaults(MEASURED_DEFAULTS_DIR, model, dict(TERRAIN_EDIT_DEFAULTS))
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- heights
