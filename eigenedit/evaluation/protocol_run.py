@@ -43,7 +43,7 @@ from eigenedit.core.directions import Directions, compute_directions
 from eigenedit.core.factorize import SINGLE_MATRICES, random_directions
 from eigenedit.evaluation import protocol
 from eigenedit.evaluation.baselines import collect_hidden
-from eigenedit.evaluation.metrics import pixel_change
+from eigenedit.evaluation.metrics import attribute_scale, pixel_change
 from eigenedit.evaluation.probes import Probe, probe_for_model
 from eigenedit.models import DiffusionModel, load_model
 
@@ -163,7 +163,7 @@ class Lab:
         reads = self.read(self.plain_images(seeds))
         self.continuous = [n for n in reads if n != "valid" and n not in probe.categorical]
         self.targets = [n for n in self.continuous if n not in protocol.NUISANCE and n not in plan.not_targets]
-        self.scales = {n: probe.scales.get(n) or _spread(reads[n][reads["valid"]]) for n in self.continuous}
+        self.scales = {n: attribute_scale(reads[n][reads["valid"]], probe.scales.get(n)) for n in self.continuous}
 
     def at(self, t_edit: int, target_change: float) -> Lab:
         """This lab with another edit window (t_edit) and target change; caches and counters are shared."""
@@ -283,12 +283,6 @@ class Lab:
             reached = (pixel_change(plain, block[0]) + pixel_change(plain, block[3])) / 2
             out.append({"changes": changes, "flips": flips, "reached_change": reached})
         return out
-
-
-def _spread(values: torch.Tensor) -> float:
-    """An attribute's scale where the probe gives none: its std over the plain images (1 if unmeasurable)."""
-    std = float(values.double().std()) if len(values) > 1 else float("nan")
-    return std if math.isfinite(std) and std > 1e-6 else 1.0
 
 
 def weight_directions(lab: Lab, layer: str, source: str, k: int, location: str) -> Directions:
