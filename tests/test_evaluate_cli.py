@@ -86,3 +86,14 @@ def test_directions_report_prints_label_free_metrics(model_dir, capsys):
     out = capsys.readouterr().out
     assert "label-free metrics on seeds 0-2" in out and "consist" in out
     assert len([line for line in out.splitlines() if line.strip().startswith(("0 ", "1 "))]) == 2
+
+
+def test_evaluate_strict_runs_the_protocol(model_dir, tmp_path, monkeypatch, capsys):
+    from eigenedit.evaluation import protocol_run
+
+    assert run("evaluate", "--model", model_dir, "--strict", "--output-dir", tmp_path) == 2
+    assert "no attribute probe" in capsys.readouterr().err  # refused before the model is even loaded
+    seen = []
+    monkeypatch.setattr(protocol_run, "main", lambda argv: seen.append(argv))
+    assert run("evaluate", "--model", "faces64", "--strict", "--quick", "--output-dir", tmp_path) == 0
+    assert seen == [["--model", "faces64", "--output-dir", str(tmp_path), "--quick"]]

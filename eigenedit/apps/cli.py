@@ -358,9 +358,14 @@ def cmd_evaluate(args) -> None:
     from eigenedit.evaluation.probes import load_probe
     from eigenedit.evaluation.report import best_attention_method, markdown, write_report
 
-    selection, test = split_seeds(args.seeds, args.selection_seeds, args.test_seeds)
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise ValueError(f"output folder {args.output_dir} is a file")
+    if args.strict:  # the one protocol that decides claims and shipped defaults
+        from eigenedit.evaluation import protocol_run
+
+        return protocol_run.main(["--model", args.model, "--output-dir", str(args.output_dir)]
+                                 + (["--quick"] if args.quick else []))  # fmt: skip
+    selection, test = split_seeds(args.seeds, args.selection_seeds, args.test_seeds)
     probe = "auto" if args.probe is None else (None if args.probe == "none" else load_probe(args.probe))
     steps = args.steps
     model = open_model(args)
@@ -480,6 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per UNet batch (terrain128: 4)")
     p.add_argument("--output-dir", type=Path, default=Path("results"))
     p.add_argument("--stem", default="evaluation", help="file name stem of the outputs")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="run the strict protocol instead (a shipped model with a "
+        "probe: random distributions, two test blocks, ceiling; results/protocol_MODEL.*; up to an hour)",
+    )
+    p.add_argument("--quick", action="store_true", help="with --strict: every code path on a few seeds (no result)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("ui", parents=[common], help='web UI with sliders (needs pip install "eigenedit[ui]")')

@@ -478,10 +478,10 @@ def alignment(lab: Lab, layer: str, location: str, ceiling: dict, k: int = 16) -
 def run(plan: Plan, probe: Probe | None = None, model: DiffusionModel | None = None, progress: bool = True) -> dict:
     """Every phase for one model; the results dict that ``write`` saves."""
     start = time.perf_counter()
-    model = model or load_model(plan.model_id)
     probe = probe or probe_for_model(plan.model_id)
     if probe is None:
-        raise ValueError(f"model {plan.model_id!r} has no attribute probe; the protocol needs one")
+        raise ValueError(f"model {plan.model_id!r} has no attribute probe; the protocol needs one (a shipped model)")
+    model = model or load_model(plan.model_id)
     lab = Lab(model, probe, plan, progress)
     screens = [screen(lab, g) for g in tqdm(plan.groups, desc="screen", disable=not progress)]
     ranked = sorted(((row["selection"]["score"], gi, ri) for gi, g in enumerate(screens)
