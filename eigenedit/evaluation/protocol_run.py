@@ -110,13 +110,15 @@ def _full_plan(model_id: str) -> Plan:
     if model_id == "terrain128":
         layer = "network.input_blocks.16.1"
         return Plan(
-            model_id, steps=1, t_edit=0, groups=[(op, layer, layer) for op in ("shift", "scale", "spectral")],
-            sources=("qk", "ov-left", "qkv"), candidates=2, calibration_seeds=list(range(4)),
+            model_id, steps=1, t_edit=0,
+            groups=[(op, layer, layer) for op in ("shift", "scale", "spectral")] + [("shift", layer, layer, 0, 0.06)],
+            sources=("qk", "ov-left", "qkv", *SINGLE_MATRICES), candidates=2, calibration_seeds=list(range(8)),
             selection_seeds=list(range(100, 104)), test_blocks=[list(range(1000, 1016)), list(range(2000, 2016))],
             random_per_row=16, screen_random=4, full_rows=2, full_groups=1, ceiling_samples=96, batch=8,
             not_targets=("elevation",),
-            notes=["terrain128 costs about 0.9 s per image: one layer, 16 random per row, 2 x 16 test seeds; "
-                   "xspace left out (a gradient through the 128 px UNet per step)"],
+            notes=["terrain128 costs about 0.3-0.9 s per image: one layer, 16 random per row, 2 x 16 test seeds; "
+                   "xspace left out (a gradient through the 128 px UNet per step); one sampling step, so no t_edit "
+                   "windows; shift also at twice the change"],
         )  # fmt: skip
     if model_id == "faces64":
         mid, up = ("mid_block.attentions.0", "mid_block"), ("up_blocks.1.attentions.1", "up_blocks.1.attentions.1")
